@@ -1,0 +1,53 @@
+"""``keras-resnet-models``: the table of every registered model, from :func:`profile`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .models import create_model, list_models, model_info
+from .profile import profile
+
+
+def model_table(names: list[str]) -> list[dict]:
+    """One row per model: name, family, input size, params and MACs at that size."""
+    rows = []
+    for name in names:
+        info = model_info(name)
+        stats = profile(create_model(name))
+        rows.append({"name": name, "builder": info["builder"], "family": info["family"],
+                     "input": "x".join(map(str, info["input_shape"][:2])), **stats})
+    return rows
+
+
+def format_table(rows: list[dict], markdown: bool = False) -> str:
+    header = ["model", "builder", "family", "input", "params (M)", "trainable", "MACs (G)"]
+    body = [[r["name"], r["builder"], r["family"], r["input"], f"{r['params'] / 1e6:.2f}",
+             f"{r['trainable_params']:,}", f"{r['macs'] / 1e9:.3f}"] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=False)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+                     for row in [header, *body])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="keras-resnet-models", description=__doc__)
+    parser.add_argument("names", nargs="*", help="registry names (default: all)")
+    parser.add_argument("--family", choices=["imagenet", "cifar"])
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args(argv)
+    available = list_models(args.family)
+    unknown = [n for n in args.names if n.lower() not in available]
+    if unknown:
+        print(f"error: unknown model(s) {', '.join(unknown)}; available: {', '.join(available)}",
+              file=sys.stderr)
+        return 2
+    print(format_table(model_table([n.lower() for n in args.names] or available), args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Weights: keras.applications' published ImageNet files and local weight files.
+
+Accepted files:
+
+* the legacy Keras HDF5 layout of keras.applications' published files
+  (``resnet50_weights_tf_dim_ordering_tf_kernels.h5``): loaded by layer name,
+  so ``*_notop.h5`` files load into ``include_top=False`` models;
+* Keras 3 ``.weights.h5`` files and whole ``.keras`` files: loaded by Keras,
+  which matches layers by their order in the model.
+
+Nothing is unpickled; HDF5 is read as plain arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .specs import NetSpec
+
+BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+#: keras.applications' published digests of its ResNet files (top, notop). They
+#: are MD5 digests: that is what keras.applications publishes for these files.
+IMAGENET_HASHES: dict[str, tuple[str, str]] = {
+    "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    "resnet101": ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    "resnet152": ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+    "resnet50v2": ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
+    "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
+    "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
+}
+WEIGHT_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def _imagenet_available(spec: NetSpec, weights_name: str | None, shortcut: str,
+                        residual: bool) -> bool:
+    standard = (spec.family == "imagenet" and spec.groups == 1 and spec.width_per_group == 64
+                and shortcut == "B" and residual)
+    if not standard or weights_name not in IMAGENET_HASHES:
+        return False
+    return spec.variant == ("v2" if weights_name.endswith("v2") else "v1")
+
+
+def check_weights_argument(weights: Any, *, spec: NetSpec, weights_name: str | None,
+                           include_top: bool, classes: int, classifier_activation,
+                           shortcut: str, residual: bool) -> None:
+    """Validate ``weights`` before anything is built or downloaded."""
+    if weights is None:
+        return
+    if weights == "imagenet":
+        if not _imagenet_available(spec, weights_name, shortcut, residual):
+            names = ", ".join(IMAGENET_HASHES)
+            raise ValueError(
+                f"weights='imagenet' is published only for {names} with their default "
+                f"options (variant v1 / v2, shortcut 'B', residual); got "
+                f"{weights_name or 'a custom network'}. Pass weights=None or a file path"
+            )
+        if include_top and classes != 1000:
+            raise ValueError(f"classes={classes} does not fit weights='imagenet' with "
+                             "include_top=True: use classes=1000 or include_top=False")
+        if include_top and classifier_activation not in (None, "softmax"):
+            raise ValueError(f"classifier_activation={classifier_activation!r}: with "
+                             "weights='imagenet' only None or 'softmax' is allowed")
+        return
+    if not isinstance(weights, str | os.PathLike):
+        raise ValueError(f"weights={weights!r} must be None, 'imagenet' or a path to a "
+                         "weights file")
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights={path!r}: no such file")
+    if not path.endswith(WEIGHT_SUFFIXES):
+        raise ValueError(f"weights={path!r}: expected a .h5, .weights.h5 or .keras file")
+    readable = zipfile.is_zipfile(path) if path.endswith(".keras") else h5py.is_hdf5(path)
+    if not readable:
+        raise ValueError(f"weights={path!r} is corrupt or not a weights file "
+                         f"({'zip' if path.endswith('.keras') else 'HDF5'} header not found)")
+
+
+def fetch_imagenet(weights_name: str, include_top: bool) -> str:
+    """Download (once, into ``~/.keras/models``) and hash-check a published file."""
+    import keras
+
+    top_hash, notop_hash = IMAGENET_HASHES[weights_name]
+    suffix = "" if include_top else "_notop"
+    fname = f"{weights_name}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+    return keras.utils.get_file(fname, BASE_URL + fname, cache_subdir="models",
+                                file_hash=top_hash if include_top else notop_hash)
+
+
+def _legacy_root(f: h5py.File):
+    if "layer_names" in f.attrs:
+        return f
+    if "model_weights" in f and "layer_names" in f["model_weights"].attrs:
+        return f["model_weights"]
+    return None
+
+
+def _decode(names) -> list[str]:
+    return [n.decode("utf8") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def load_legacy_h5(model, path: str) -> None:
+    """Load a legacy Keras HDF5 weights file by layer name.
+
+    Every layer of ``model`` that has weights must be found in the file with the
+    same shapes; layers of the file that the model lacks (a classifier, when
+    loading into ``include_top=False``) are ignored.
+    """
+    with h5py.File(path, "r") as f:
+        root = _legacy_root(f)
+        if root is None:
+            raise ValueError(f"weights={path!r} is not in the legacy Keras HDF5 layout "
+                             "(no 'layer_names' attribute)")
+        stored = {}
+        for layer_name in _decode(root.attrs["layer_names"]):
+            group = root[layer_name]
+            names = _decode(group.attrs.get("weight_names", []))
+            if names:
+                stored[layer_name] = [np.asarray(group[n]) for n in names]
+    wanted = [layer for layer in model.layers if layer.weights]
+    missing = [layer.name for layer in wanted if layer.name not in stored]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(f"weights={path!r} has no weights for {len(missing)} layer(s) of "
+                         f"{model.name}: {shown}")
+    for layer in wanted:
+        arrays = stored[layer.name]
+        expected = [tuple(w.shape) for w in layer.weights]
+        got = [tuple(a.shape) for a in arrays]
+        if expected != got:
+            raise ValueError(f"weights={path!r}: layer {layer.name!r} expects shapes "
+                             f"{expected}, the file has {got}")
+        layer.set_weights(arrays)
+
+
+def load_into(model, weights: str, *, weights_name: str | None, include_top: bool) -> None:
+    """Load ``weights`` ('imagenet' or a checked path) into ``model``."""
+    if weights == "imagenet":
+        load_legacy_h5(model, fetch_imagenet(weights_name, include_top))
+        return
+    path = os.fspath(weights)
+    if not path.endswith(".keras"):
+        with h5py.File(path, "r") as f:
+            legacy = _legacy_root(f) is not None
+        if legacy:
+            load_legacy_h5(model, path)
+            return
+        if not path.endswith(".weights.h5"):
+            raise ValueError(f"weights={path!r} is neither a legacy Keras HDF5 file nor a "
+                             "Keras 3 file ending in .weights.h5")
+    try:
+        with warnings.catch_warnings():
+            # A mismatched file raises below; Keras also warns once per skipped container.
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(path)
+    except Exception as err:  # Keras raises several types for a mismatched file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"weights={path!r} does not fit {model.name}: {first}") from err
