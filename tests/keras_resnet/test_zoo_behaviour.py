@@ -1,7 +1,5 @@
 """What the zoo's options do, checked on outputs."""
 
-import os
-import subprocess
 import sys
 
 import keras
@@ -133,10 +131,10 @@ def test_input_tensor_and_pooling_follow_keras_applications():
     assert kr.ResNet18(include_top=False).output_shape == (None, None, None, 512)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="needs a backend other than TensorFlow; the JAX run checks it")
 def test_zoo_never_imports_tensorflow():
-    code = ("import sys, keras_resnet as kr; kr.ResNet20(); kr.profile(kr.ResNet18()); "
-            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # Run on JAX (the README's test command does), where nothing else loads TensorFlow.
+    kr.ResNet20()
+    kr.profile(kr.ResNet18())
+    assert "tensorflow" not in sys.modules

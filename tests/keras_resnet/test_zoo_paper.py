@@ -19,7 +19,7 @@ def test_cifar_trainable_params_exact(depth):
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
 
 
-def test_resnet1202_params_exact_and_plain_twin_equal():
+def test_resnet1202_params_exact():
     model = kr.ResNet1202()
     assert kr.profile(model)["trainable_params"] == 19_421_274
     assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == 1201
@@ -66,17 +66,16 @@ def _projections(model):
 
 
 def test_shortcut_options_place_projections_as_section_3_3():
+    nets = {opt: kr.ResNet34(shortcut=opt, input_shape=(64, 64, 3)) for opt in "ABC"}
     # ResNet-34: B projects only where channels grow (conv3..5 block 1).
-    assert _projections(kr.ResNet34(input_shape=(64, 64, 3))) == [
+    assert _projections(nets["B"]) == [
         "conv3_block1_0_conv", "conv4_block1_0_conv", "conv5_block1_0_conv"]
     # C projects on all 16 blocks; A on none.
-    assert len(_projections(kr.ResNet34(shortcut="C", input_shape=(64, 64, 3)))) == 16
-    assert _projections(kr.ResNet34(shortcut="A", input_shape=(64, 64, 3))) == []
+    assert len(_projections(nets["C"])) == 16
+    assert _projections(nets["A"]) == []
     # Bottleneck B: conv2_block1 grows 64 -> 256, so 4 projections (keras.applications' layout).
     assert len(_projections(kr.ResNet50(input_shape=(64, 64, 3)))) == 4
-    b = kr.profile(kr.ResNet34(input_shape=(64, 64, 3)))["params"]
-    c = kr.profile(kr.ResNet34(shortcut="C", input_shape=(64, 64, 3)))["params"]
-    a = kr.profile(kr.ResNet34(shortcut="A", input_shape=(64, 64, 3)))["params"]
+    a, b, c = (kr.profile(nets[opt])["params"] for opt in "ABC")
     assert a < b < c
 
 
@@ -105,10 +104,12 @@ def test_successors_match_their_papers():
     # Wide ResNet-28-10 (Zagoruyko and Komodakis 2016): 36.5 M parameters.
     assert kr.profile(kr.WideResNet28_10())["trainable_params"] == 36_479_194
     # ResNeXt-50 32x4d: 25.0 M, 4.2 GFLOPs as counted in its paper (Table 1: 4.2e9).
-    rx = kr.profile(kr.ResNeXt50_32x4d())
+    resnext = kr.ResNeXt50_32x4d()
+    rx = kr.profile(resnext)
     assert rx["trainable_params"] / 1e6 == pytest.approx(25.03, rel=0.005)
     assert rx["macs"] / 1e9 == pytest.approx(4.2, rel=0.12)
-    wide = kr.profile(kr.WideResNet50_2())
+    wide_model = kr.WideResNet50_2()
+    wide = kr.profile(wide_model)
     assert wide["trainable_params"] / 1e6 == pytest.approx(68.88, rel=0.005)
-    assert kr.WideResNet50_2().get_layer("conv2_block1_2_conv").filters == 128
-    assert kr.ResNeXt50_32x4d().get_layer("conv2_block1_2_conv").groups == 32
+    assert wide_model.get_layer("conv2_block1_2_conv").filters == 128
+    assert resnext.get_layer("conv2_block1_2_conv").groups == 32
