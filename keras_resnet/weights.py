@@ -88,8 +88,14 @@ def fetch_imagenet(weights_name: str, include_top: bool) -> str:
     top_hash, notop_hash = IMAGENET_HASHES[weights_name]
     suffix = "" if include_top else "_notop"
     fname = f"{weights_name}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
-    return keras.utils.get_file(fname, BASE_URL + fname, cache_subdir="models",
-                                file_hash=top_hash if include_top else notop_hash)
+    try:
+        return keras.utils.get_file(fname, BASE_URL + fname, cache_subdir="models",
+                                    file_hash=top_hash if include_top else notop_hash)
+    except ValueError:
+        raise  # Keras' "corrupted file" on a hash mismatch: already clear
+    except Exception as err:  # no network: urllib / socket errors
+        raise OSError(f"weights='imagenet': could not download {BASE_URL + fname} ({err}); "
+                      f"copy that file here and pass weights=PATH") from err
 
 
 def _legacy_root(f: h5py.File):

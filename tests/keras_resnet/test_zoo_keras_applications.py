@@ -126,3 +126,13 @@ def test_imagenet_refused_where_no_published_weights_or_inconsistent_head():
         kr.ResNet50(weights="imagenet", classifier_activation="sigmoid")
     with pytest.raises(ValueError, match="needs 3 channels"):
         kr.ResNet50(weights="imagenet", include_top=False, input_shape=(224, 224, 1))
+
+
+def test_imagenet_download_failure_says_what_to_do(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(OSError, match=r"could not download .*resnet50_weights_tf_dim_ordering_"
+                                      r"tf_kernels_notop\.h5 .*pass weights=PATH"):
+        kr.ResNet50(weights="imagenet", include_top=False)
