@@ -8,6 +8,7 @@
 """
 
 from .features import feature_extractor
+from .io import load_model
 from .models import (
     REGISTRY,
     ResNet18,
@@ -43,5 +44,5 @@ __all__ = [
     "ResNet50V2", "ResNet56", "ResNet101", "ResNet101V2", "ResNet110", "ResNet152",
     "ResNet152V2", "ResNet200", "ResNet1202", "ResNeXt50_32x4d", "WideResNet28_10",
     "WideResNet50_2", "build_resnet", "create_model", "feature_extractor", "list_models",
-    "model_info", "preprocess_input", "profile",
+    "load_model", "model_info", "preprocess_input", "profile",
 ]

@@ -3,6 +3,9 @@ keras.applications arguments. Every argument is checked before any layer is buil
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -11,6 +14,18 @@ from keras import layers
 from . import blocks
 from . import weights as weights_lib
 from .specs import POOLINGS, SHORTCUTS, NetSpec
+
+
+@contextlib.contextmanager
+def recursion_headroom(frames: int = 20_000) -> Iterator[None]:
+    """Keras walks a functional graph recursively; ResNet-1202's ~3,600 operations need
+    more frames than Python's default limit of 1,000 allows."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, frames))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def _check_input_shape(spec: NetSpec, input_shape, input_tensor, include_top: bool,
@@ -101,7 +116,8 @@ def build_network(
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-    model = keras.Model(inputs, x, name=name)
+    with recursion_headroom():
+        model = keras.Model(inputs, x, name=name)
     if weights is not None:
         weights_lib.load_into(model, weights, weights_name=weights_name, include_top=include_top)
     return model

@@ -12,6 +12,8 @@ import math
 import keras
 from keras import layers
 
+from .backbone import recursion_headroom
+
 
 def _static(model: keras.Model, input_shape: tuple | None) -> keras.Model:
     """``model`` itself, or a fresh copy of its graph with a fixed input size."""
@@ -29,7 +31,8 @@ def _static(model: keras.Model, input_shape: tuple | None) -> keras.Model:
     for layer in config["layers"]:
         if layer["class_name"] == "InputLayer":
             layer["config"]["batch_shape"] = (None, *input_shape)
-    return model.__class__.from_config(config)
+    with recursion_headroom():
+        return model.__class__.from_config(config)
 
 
 def _layer_macs(layer: layers.Layer) -> int:

@@ -1,5 +1,7 @@
 """The zoo against the paper's numbers (Table 1, Table 6, section 3.3)."""
 
+import sys
+
 import keras
 import pytest
 
@@ -19,10 +21,36 @@ def test_cifar_trainable_params_exact(depth):
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
 
 
-def test_resnet1202_params_exact():
-    model = kr.ResNet1202()
-    assert kr.profile(model)["trainable_params"] == 19_421_274
-    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == 1201
+def test_resnet1202_params_exact_at_default_recursion_limit():
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)  # Python's default: building must cope with it
+    try:
+        model = kr.ResNet1202()
+        assert kr.profile(model)["trainable_params"] == 19_421_274
+        assert sys.getrecursionlimit() == 1000
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def test_load_model_is_safe_and_gives_keras_headroom_for_deep_graphs(tmp_path, monkeypatch):
+    """Loading ResNet-1202 needs ~1,300 nested frames in Keras' graph rebuild."""
+    path = tmp_path / "r20.keras"
+    kr.ResNet20().save(path)
+    seen = {}
+    real_load = keras.models.load_model
+
+    def spy(filepath, **kwargs):
+        seen.update(kwargs, limit=sys.getrecursionlimit())
+        return real_load(filepath, **kwargs)
+
+    monkeypatch.setattr(keras.models, "load_model", spy)
+    before = sys.getrecursionlimit()
+    loaded = kr.load_model(path)
+    assert seen["safe_mode"] is True and seen["limit"] >= 20_000
+    assert sys.getrecursionlimit() == before
+    assert kr.profile(loaded)["trainable_params"] == CIFAR_PARAMS[20]
+    with pytest.raises(FileNotFoundError, match="path=.*no such file"):
+        kr.load_model(tmp_path / "missing.keras")
 
 
 @pytest.mark.parametrize("depth", sorted(IMAGENET))
