@@ -1,0 +1,7 @@
+"""``python -m export ...`` is ``keras-resnet-export ...``."""
+
+import sys
+
+from .cli import export_main
+
+sys.exit(export_main())

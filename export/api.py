@@ -1,0 +1,355 @@
+"""``export_model``: build every requested artifact in a temporary directory next to the
+output, verify each in its own runtime, write the manifest, then move it into place."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UsageError, VerificationFailed
+from .manifest import FORMATS, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
+from .verify import DEFAULT_MIN_AGREEMENT
+
+QUANTIZE_MODES = {"float16": "float16", "dynamic": "dynamic_int8", "int8": "int8"}
+DEFAULT_OPSET = 17
+DEFAULT_SAMPLES = 100
+PARITY_BATCH = 8
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``keras-resnet-export`` accepts (see docs/export.md)."""
+
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    quantize: list[str] = field(default_factory=list)
+    calibration: str | None = None
+    data: str | None = None
+    samples: int = DEFAULT_SAMPLES
+    opset: int = DEFAULT_OPSET
+    nchw: bool = False
+    weights: str | None = None
+    classes: int | None = None
+    input_size: int | None = None
+    labels: str | None = None
+    builder: dict[str, Any] = field(default_factory=dict)
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    force: bool = False
+    threads: int = 2
+    seed: int = 0
+
+
+def validate_options(model: str, output: Path, options: ExportOptions) -> None:
+    """Reject bad input before any heavy work; raises UsageError."""
+    from .calibration import parse_source
+    from .onnx_export import MIN_OPSET, max_opset
+
+    if not options.formats:
+        raise UsageError("--formats is empty; choose from saved_model, tflite, onnx")
+    for fmt in options.formats:
+        if fmt not in FORMATS:
+            raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    for mode in options.quantize:
+        if mode not in QUANTIZE_MODES:
+            raise UsageError(f"unknown quantize mode {mode!r}; choose from "
+                             f"{', '.join(QUANTIZE_MODES)}")
+    quantizing_formats = {"tflite", "onnx"} & set(options.formats)
+    if options.quantize and not quantizing_formats:
+        raise UsageError("--quantize needs the tflite or onnx format")
+    if "onnx" in options.formats and not MIN_OPSET <= options.opset <= max_opset():
+        raise UsageError(f"opset {options.opset} out of range; tf2onnx and the int8 "
+                         f"quantizer support {MIN_OPSET}..{max_opset()}")
+    if options.nchw and "onnx" not in options.formats:
+        raise UsageError("--nchw applies to the onnx format only")
+    if "int8" in options.quantize and not options.calibration:
+        raise UsageError("--quantize int8 needs a calibration set: --calibration digits | "
+                         "tfds:NAME | folder:PATH | synthetic")
+    if options.calibration:
+        parse_source(options.calibration)
+    if options.data:
+        parse_source(options.data)
+    if options.samples < 1:
+        raise UsageError(f"--samples must be at least 1 (got {options.samples})")
+    if not 0.0 <= options.min_agreement <= 1.0:
+        raise UsageError(f"--min-agreement must be in 0..1 (got {options.min_agreement})")
+    if options.input_size is not None and options.input_size < 1:
+        raise UsageError(f"--input-size must be positive (got {options.input_size})")
+    if options.labels and not Path(options.labels).is_file():
+        raise UsageError(f"labels file {options.labels} not found")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {output} exists and is not a directory")
+    if output.is_dir() and any(output.iterdir()) and not options.force:
+        raise UsageError(f"output directory {output} is not empty; use --force to replace it")
+
+
+def resolve_model(model: str, options: ExportOptions) -> Any:
+    """The ModelSource for MODEL: a ``.keras`` file or a zoo name."""
+    from .source import from_keras_file, from_zoo, looks_like_keras_file, read_labels
+
+    if looks_like_keras_file(model):
+        zoo_only = {"--weights": options.weights, "--classes": options.classes,
+                    "--input-size": options.input_size, **{f"--{k.replace('_', '-')}": v
+                                                           for k, v in options.builder.items()}}
+        given = [name for name, value in zoo_only.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to zoo models, not to a .keras file")
+        source = from_keras_file(Path(model))
+    else:
+        source = from_zoo(model, weights=options.weights, classes=options.classes,
+                          input_size=options.input_size, builder=options.builder)
+    if options.labels:
+        source.labels = read_labels(Path(options.labels))
+    outputs = source.model.outputs[0].shape
+    if source.labels is not None and len(outputs) == 2 and outputs[-1] != len(source.labels):
+        raise UsageError(f"{len(source.labels)} labels for a model with {outputs[-1]} outputs")
+    return source
+
+
+def export_model(model: str, output: str | Path, options: ExportOptions | None = None,
+                 log: Any = None, **overrides: Any) -> dict[str, Any]:
+    """Export MODEL (zoo name or ``.keras`` path) to ``output``; returns the manifest.
+
+    Raises UsageError for bad input (nothing written) and VerificationFailed when an artifact
+    fails its parity check (the directory is kept, its manifest marked ``failed``).
+    """
+    unknown = set(overrides) - set(ExportOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown export option(s): {', '.join(sorted(unknown))}")
+    options = replace(options or ExportOptions(), **overrides)
+    output = Path(output)
+    log = log or (lambda message: None)
+    started = time.perf_counter()
+    validate_options(model, output, options)
+    source = resolve_model(model, options)
+    calib, x_eval, y_eval, eval_spec = _load_data(source, options)
+
+    created = _missing_parents(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the result is a normal directory
+    try:
+        manifest = _build(source, staging, options, calib, x_eval, y_eval, eval_spec, log)
+        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _move_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in created:
+            shutil.rmtree(parent, ignore_errors=True)
+        raise
+    if manifest["status"] != "passed":
+        failed = [f"{a['format']}/{a['precision']}" for a in manifest["artifacts"]
+                  if not a["parity"]["passed"]]
+        raise VerificationFailed(f"parity check failed for {', '.join(failed)}; "
+                                 f"see {output / 'manifest.json'}")
+    return manifest
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    """Rename ``staging`` to ``output``; an existing ``output`` (``--force``) is moved aside
+    first and deleted only after the new directory is in place."""
+    if not output.exists():
+        staging.rename(output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    old.rmdir()
+    output.rename(old)
+    try:
+        staging.rename(output)
+    except BaseException:
+        old.rename(output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _missing_parents(output: Path) -> list[Path]:
+    """Parents of ``output`` that do not exist yet, outermost first."""
+    missing = []
+    for parent in output.resolve().parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return list(reversed(missing))
+
+
+def _load_data(source: Any, options: ExportOptions
+               ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Calibration inputs (for int8, from the source's training split) and evaluation inputs
+    (its test split) with their labels where the source has them, all model-ready."""
+    from .calibration import load_labeled
+
+    size = source.input_shape[:2]
+    calib = None
+    if options.calibration and "int8" in options.quantize:
+        pixels, _ = load_labeled(options.calibration, options.samples, size,
+                                 seed=options.seed, split="train")
+        calib = source.preprocess(pixels)
+    eval_source = options.data or options.calibration or "synthetic"
+    pixels, y_eval = load_labeled(eval_source, options.samples, size, seed=options.seed,
+                                  split="test")
+    x_eval = source.preprocess(pixels)
+    spec = {"source": eval_source, "split": "test", "samples": int(len(x_eval)),
+            "seed": options.seed, "labelled": y_eval is not None}
+    return calib, x_eval, y_eval, spec
+
+
+def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy against ground truth, for classifiers evaluated on labelled data."""
+    if labels is None or outputs.ndim != 2 or outputs.shape[-1] <= int(labels.max()):
+        return None
+    return float(np.mean(np.argmax(outputs, axis=1) == labels))
+
+
+def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray | None,
+           x_eval: np.ndarray, y_eval: np.ndarray | None, eval_spec: dict[str, Any],
+           log: Any) -> dict[str, Any]:
+    """Write every artifact into ``staging`` and return the manifest (not yet written)."""
+    from .bench import median_latency_ms
+    from .verify import compare, keras_predict, make_runner, run_batched
+
+    shape = source.input_shape
+    reference_files = _write_reference(source, staging, x_eval[:PARITY_BATCH])
+    quantized = any(QUANTIZE_MODES[m] in ("int8", "dynamic_int8") for m in options.quantize)
+    # Every sample when quantized models are judged by agreement or accuracy is measured.
+    full = quantized or y_eval is not None
+    reference_count = len(x_eval) if full else min(PARITY_BATCH, len(x_eval))
+    log(f"keras: reference outputs on {reference_count} samples")
+    ref = keras_predict(source.model, x_eval[:reference_count])
+    keras_accuracy = _accuracy(ref, y_eval)
+    if keras_accuracy is not None:
+        eval_spec["keras_top1"] = keras_accuracy
+        log(f"keras: test top-1 {keras_accuracy * 100:.2f}% on {len(ref)} labelled samples")
+    metadata = _onnx_metadata(source)
+    artifacts: list[dict[str, Any]] = []
+    notes = list(source.notes)
+
+    def record(fmt: str, precision: str, rel: str, info: dict[str, Any],
+               seconds: float) -> None:
+        artifact = {"format": fmt, "precision": precision, "path": rel, **info}
+        runner = make_runner(staging, artifact, options.threads)
+        quantized_artifact = precision in ("int8", "dynamic_int8")
+        count = reference_count if quantized_artifact or y_eval is not None else PARITY_BATCH
+        out = run_batched(runner, x_eval[:count])
+        parity = compare(ref[:count], out, precision, options.min_agreement,
+                         min(PARITY_BATCH, count))
+        accuracy = _accuracy(out, y_eval[:count] if y_eval is not None else None)
+        if accuracy is not None:
+            parity["test_top1"] = accuracy
+        latency = median_latency_ms(runner, x_eval[:1], runs=7, warmup=2)
+        artifact.update({"sha256": sha256_path(staging / rel), "bytes": size_bytes(staging / rel),
+                         "parity": parity, "latency_ms": round(latency, 2),
+                         "convert_seconds": round(seconds, 1)})
+        artifacts.append(artifact)
+        state = "ok" if parity["passed"] else "FAILED"
+        log(f"{fmt}/{precision}: {rel} parity {state} "
+            f"{ {k: v for k, v in parity.items() if k in ('max_abs_diff', 'top1_agreement', 'test_top1')} }"
+            f" latency {latency:.2f} ms")
+
+    tflite_precisions = ["float32"] + [QUANTIZE_MODES[m] for m in options.quantize]
+    if "saved_model" in options.formats or "tflite" in options.formats:
+        from .saved_model import build_saved_model
+
+        sm_rel = "saved_model" if "saved_model" in options.formats else ".saved_model_for_tflite"
+        t0 = time.perf_counter()
+        signature = build_saved_model(source.model, staging / sm_rel, shape)
+        seconds = time.perf_counter() - t0
+        if "saved_model" in options.formats:
+            record("saved_model", "float32", sm_rel,
+                   {"layout": "NHWC", **signature}, seconds)
+        if "tflite" in options.formats:
+            from .tflite import convert_tflite, describe_tflite
+
+            for precision in tflite_precisions:
+                t0 = time.perf_counter()
+                flatbuffer = convert_tflite(staging / sm_rel, precision,
+                                            calib if precision == "int8" else None)
+                rel = f"model_{precision}.tflite"
+                (staging / rel).write_bytes(flatbuffer)
+                record("tflite", precision, rel, {"layout": "NHWC",
+                                                  **describe_tflite(staging / rel)},
+                       time.perf_counter() - t0)
+        if sm_rel != "saved_model":
+            shutil.rmtree(staging / sm_rel)
+    if "onnx" in options.formats:
+        from .onnx_export import convert_onnx, describe_onnx, quantize_onnx_int8
+
+        layout = "NCHW" if options.nchw else "NHWC"
+        t0 = time.perf_counter()
+        info = convert_onnx(source.model, staging / "model.onnx", shape, options.opset,
+                            options.nchw, metadata)
+        record("onnx", "float32", "model.onnx", {"layout": layout, **info},
+               time.perf_counter() - t0)
+        if "int8" in options.quantize:
+            t0 = time.perf_counter()
+            onnx_calib = calib.transpose(0, 3, 1, 2) if options.nchw else calib
+            quantize_onnx_int8(staging / "model.onnx", staging / "model_int8.onnx",
+                               onnx_calib, metadata)
+            record("onnx", "int8", "model_int8.onnx",
+                   {"layout": layout, **describe_onnx(staging / "model_int8.onnx")},
+                   time.perf_counter() - t0)
+        skipped = [m for m in options.quantize if m != "int8"]
+        if skipped:
+            notes.append(f"--quantize {','.join(skipped)} applies to TFLite only; ONNX gets "
+                         "float32 and int8")
+    passed = all(a["parity"]["passed"] for a in artifacts)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "passed" if passed else "failed",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"name": source.name, "config": source.config},
+        "input": {"shape": [None, *shape], "dtype": "float32", "layout": "NHWC",
+                  "range": "raw RGB pixels 0..255" if source.preprocessing_in_model
+                  else f"RGB pixels 0..255 after preprocessing {source.preprocessing!r}",
+                  "preprocessing": source.preprocessing,
+                  "preprocessing_in_model": source.preprocessing_in_model},
+        "output": {"shape": [None, *[int(d) for d in source.model.outputs[0].shape[1:]]],
+                   "kind": "probabilities" if _probabilities(ref) else "values"},
+        "labels": source.labels,
+        "options": {k: v for k, v in asdict(options).items() if k not in ("force",)},
+        "evaluation": eval_spec,
+        "tools": tool_versions(),
+        "reference": reference_files,
+        "artifacts": artifacts,
+        "notes": notes,
+    }
+
+
+def _probabilities(ref: np.ndarray) -> bool:
+    from .verify import is_probabilities
+
+    return is_probabilities(ref)
+
+
+def _write_reference(source: Any, staging: Path, parity: np.ndarray) -> dict[str, Any]:
+    """The Keras model and the parity batch, kept for verify and bench."""
+    keras_path = staging / "model.keras"
+    if source.keras_path is not None:
+        shutil.copyfile(source.keras_path, keras_path)
+    else:
+        source.model.save(keras_path)
+    np.save(staging / "parity_inputs.npy", parity.astype(np.float32))
+    return {name: {"path": rel, "sha256": sha256_path(staging / rel),
+                   "bytes": size_bytes(staging / rel)}
+            for name, rel in (("keras_model", "model.keras"),
+                              ("parity_inputs", "parity_inputs.npy"))}
+
+
+def _onnx_metadata(source: Any) -> dict[str, str]:
+    """``metadata_props`` of the ONNX files: labels, preprocessing and input spec."""
+    h, w, c = source.input_shape
+    return {"model_name": source.name,
+            "labels": json.dumps(source.labels) if source.labels is not None else "null",
+            "preprocessing": source.preprocessing,
+            "preprocessing_in_model": str(source.preprocessing_in_model).lower(),
+            "input_shape_nhwc": json.dumps([None, h, w, c]),
+            "producer": "keras-resnet export"}

@@ -1,0 +1,87 @@
+"""Latency and throughput of every artifact in an export directory, and of its Keras model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .manifest import read_manifest
+
+
+def median_latency_ms(fn: Callable[[np.ndarray], Any], x: np.ndarray, runs: int = 20,
+                      warmup: int = 3) -> float:
+    """Median wall time of ``fn(x)`` in milliseconds."""
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def set_tf_threads(threads: int) -> None:
+    """Limit TensorFlow's thread pools (only possible before TF's runtime starts)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised: the pools keep their size
+
+
+def bench_dir(directory: str | Path, batch: int = 16, runs: int = 20, threads: int = 2,
+              include_keras: bool = True) -> list[dict[str, Any]]:
+    """Median batch-1 latency and batch-``batch`` throughput of every artifact.
+
+    Returns one row per runtime: ``{name, format, precision, latency_ms, throughput}``.
+    """
+    import keras
+
+    from .verify import make_runner
+
+    set_tf_threads(threads)
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    shape = tuple(manifest["input"]["shape"][1:])
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(0, 255, (1, *shape)).astype(np.float32)
+    xb = rng.uniform(0, 255, (batch, *shape)).astype(np.float32)
+    entries: list[tuple[str, str, str, Callable[[np.ndarray], Any]]] = []
+    keras_entry = manifest.get("reference", {}).get("keras_model")
+    if include_keras and keras_entry:
+        model = keras.models.load_model(directory / keras_entry["path"], safe_mode=True,
+                                        compile=False)
+        entries.append(("keras", "keras", "float32",
+                        lambda x: keras.ops.convert_to_numpy(model(x, training=False))))
+    for artifact in manifest["artifacts"]:
+        runner = make_runner(directory, artifact, threads)
+        entries.append((artifact["path"], artifact["format"], artifact["precision"], runner))
+    rows = []
+    batch_runs = max(3, runs // 4)
+    for name, fmt, precision, fn in entries:
+        latency = median_latency_ms(fn, x1, runs=runs)
+        batch_ms = median_latency_ms(fn, xb, runs=batch_runs, warmup=1)
+        rows.append({"name": name, "format": fmt, "precision": precision,
+                     "latency_ms": round(latency, 2), "batch": batch,
+                     "throughput": round(batch * 1000.0 / batch_ms, 1)})
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], threads: int) -> str:
+    """A fixed-width text table of ``bench_dir`` rows."""
+    batch = rows[0]["batch"] if rows else 0
+    header = ("artifact", "format", "precision", "batch-1 ms", f"img/s @ batch {batch}")
+    body = [(r["name"], r["format"], r["precision"], f"{r['latency_ms']:.2f}",
+             f"{r['throughput']:.1f}") for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+             for line in (header, *body)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + f"\n({threads} threads, median of timed runs)"

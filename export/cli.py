@@ -1,0 +1,256 @@
+"""Console scripts: ``keras-resnet-export``, ``keras-resnet-verify``, ``keras-resnet-bench``.
+
+Bad input ends with one ``error: ...`` line on stderr and exit code 2; a failed
+verification with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from .errors import ExportError, UsageError
+
+QUANTIZE_HELP = "float16,dynamic,int8 (TFLite gets all; ONNX gets int8)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one ``error: ...`` line with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _quiet_runtimes() -> None:
+    """Keep TensorFlow, absl and tf2onnx chatter off stderr (before they are imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    warnings.filterwarnings("ignore")
+    for name in ("tensorflow", "tf2onnx", "absl", "onnxruntime", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null while the runtimes work: TensorFlow 2.21 logs
+    through absl before ``TF_CPP_MIN_LOG_LEVEL`` applies. ``KERAS_RESNET_VERBOSE=1`` keeps it."""
+    if os.environ.get("KERAS_RESNET_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _run(body: Callable[[], int]) -> int:
+    """Run a command body, mapping errors to one stderr line and an exit code."""
+    _quiet_runtimes()
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):  # let a killed export clean up its staging dir
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        with _native_stderr_silenced():
+            return body()
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # last resort: still one line, no traceback
+        text = str(exc).strip().splitlines()
+        print(f"error: {type(exc).__name__}: {text[0] if text else ''}", file=sys.stderr)
+        return 1
+    finally:
+        if previous in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def export_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``keras-resnet-export``."""
+    p = _Parser(prog="keras-resnet-export",
+                description="Export a zoo model or a .keras file to SavedModel, TFLite and "
+                            "ONNX, verifying every artifact in its own runtime.")
+    p.add_argument("model", metavar="MODEL", help="zoo name (resnet50, resnet20, ...) or a "
+                   ".keras file (labels.json next to it is read)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--formats", type=_csv, default=["saved_model", "tflite", "onnx"],
+                   help="comma list of saved_model,tflite,onnx (default: all three)")
+    p.add_argument("--quantize", type=_csv, default=[], help=f"extra precisions: {QUANTIZE_HELP}")
+    p.add_argument("--calibration", metavar="SOURCE", help="int8 calibration set: digits | "
+                   "tfds:NAME[:SPLIT] | folder:PATH | synthetic")
+    p.add_argument("--data", metavar="SOURCE", help="evaluation set for parity and int8 "
+                   "agreement (default: the calibration set, else synthetic)")
+    p.add_argument("--samples", type=int, default=100, help="images drawn from the "
+                   "calibration and evaluation sources (default 100)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--nchw", action="store_true", help="ONNX input in NCHW layout")
+    p.add_argument("--min-agreement", type=float, default=0.98,
+                   help="least top-1 agreement of int8 models with Keras (default 0.98)")
+    p.add_argument("--labels", metavar="FILE", help="class names: JSON list or text lines")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--threads", type=int, default=2, help="threads for the runtimes (default 2)")
+    p.add_argument("--json", action="store_true", help="print the manifest instead of a table")
+    zoo = p.add_argument_group("zoo models")
+    zoo.add_argument("--weights", help="None (default), 'imagenet' or a weights file")
+    zoo.add_argument("--classes", type=int, help="number of classes")
+    zoo.add_argument("--input-size", type=int, help="square input size in pixels")
+    zoo.add_argument("--no-top", action="store_true", help="export the backbone (include_top="
+                     "False)")
+    zoo.add_argument("--pooling", choices=["avg", "max"], help="pooling with --no-top")
+    zoo.add_argument("--classifier-activation", choices=["softmax", "none"],
+                     help="classifier activation (default softmax)")
+    zoo.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut type")
+    zoo.add_argument("--variant", choices=["v1", "v1.5", "v2"], help="block variant")
+    zoo.add_argument("--no-residual", action="store_true", help="the plain counterpart")
+    return p
+
+
+def _builder_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.no_top:
+        options["include_top"] = False
+    if args.pooling:
+        options["pooling"] = args.pooling
+    if args.classifier_activation:
+        options["classifier_activation"] = (None if args.classifier_activation == "none"
+                                            else args.classifier_activation)
+    if args.shortcut:
+        options["shortcut"] = args.shortcut
+    if args.variant:
+        options["variant"] = args.variant
+    if args.no_residual:
+        options["residual"] = False
+    return options
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``keras-resnet-export MODEL -o DIR [options]``; returns the exit code."""
+
+    def body() -> int:
+        args = export_parser().parse_args(argv)
+        from .api import ExportOptions, export_model
+
+        options = ExportOptions(
+            formats=args.formats, quantize=args.quantize, calibration=args.calibration,
+            data=args.data, samples=args.samples, opset=args.opset, nchw=args.nchw,
+            weights=args.weights, classes=args.classes, input_size=args.input_size,
+            labels=args.labels, builder=_builder_options(args),
+            min_agreement=args.min_agreement, force=args.force, threads=args.threads)
+        log = (lambda message: None) if args.json else print
+        manifest = export_model(args.model, args.output, options, log=log)
+        if args.json:
+            print(json.dumps(manifest, indent=2))
+        else:
+            print(artifact_table(manifest))
+            print(f"wrote {args.output} in {manifest['export_seconds']:.1f} s")
+        return 0
+
+    return _run(body)
+
+
+def artifact_table(manifest: dict[str, Any]) -> str:
+    """The table ``keras-resnet-export`` prints."""
+    header = ("artifact", "format", "precision", "MB", "parity", "test top-1", "batch-1 ms",
+              "check")
+    keras_top1 = manifest.get("evaluation", {}).get("keras_top1")
+    rows = [("model.keras", "keras", "float32", "", "reference",
+             f"{keras_top1 * 100:.2f}%" if keras_top1 is not None else "-", "", "")]
+    for a in manifest["artifacts"]:
+        parity = a["parity"]
+        if "min_agreement" in parity:
+            figure = f"top-1 {parity['top1_agreement'] * 100:.1f}%"
+        else:
+            figure = f"max|d| {parity['max_abs_diff']:.1e}"
+        top1 = f"{parity['test_top1'] * 100:.2f}%" if "test_top1" in parity else "-"
+        rows.append((a["path"], a["format"], a["precision"], f"{a['bytes'] / 1e6:.1f}",
+                     figure, top1, f"{a['latency_ms']:.2f}", "ok" if parity["passed"] else "FAILED"))
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in (header, *rows)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def verify_main(argv: Sequence[str] | None = None) -> int:
+    """``keras-resnet-verify DIR [--data SOURCE]``: 0 passed, 1 failed, 2 bad input."""
+
+    def body() -> int:
+        p = _Parser(prog="keras-resnet-verify",
+                    description="Recompute SHA-256 of every artifact and rerun parity.")
+        p.add_argument("directory", metavar="DIR")
+        p.add_argument("--data", metavar="SOURCE", help="digits | tfds:NAME | folder:PATH | "
+                       "synthetic (default: the export's evaluation source)")
+        p.add_argument("--samples", type=int, help="images drawn from --data")
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+        args = p.parse_args(argv)
+        from .verify import verify_dir
+
+        report = verify_dir(args.directory, data=args.data, samples=args.samples,
+                            threads=args.threads)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            for result in report["artifacts"]:
+                state = "ok" if result["passed"] else "FAILED"
+                shown = {k: round(v, 6) if isinstance(v, float) else v
+                         for k, v in result.items()
+                         if k in ("max_abs_diff", "top1_agreement", "error")}
+                print(f"{state:6} {result['artifact']} {shown}")
+        if not report["passed"]:
+            for problem in report["problems"]:
+                print(f"error: {problem}", file=sys.stderr)
+            return 1
+        print(f"verified {len(report['artifacts'])} artifacts in {args.directory} "
+              f"(data: {report['data']})")
+        return 0
+
+    return _run(body)
+
+
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    """``keras-resnet-bench DIR``: latency at batch 1 and throughput at ``--batch``."""
+
+    def body() -> int:
+        p = _Parser(prog="keras-resnet-bench",
+                    description="Median batch-1 latency and batch throughput of every "
+                                "artifact and of the Keras model.")
+        p.add_argument("directory", metavar="DIR")
+        p.add_argument("--batch", type=int, default=16, help="batch for throughput (16)")
+        p.add_argument("--runs", type=int, default=20, help="timed batch-1 runs (20)")
+        p.add_argument("--threads", type=int, default=2, help="threads per runtime (2)")
+        p.add_argument("--no-keras", action="store_true", help="skip the Keras model")
+        p.add_argument("--json", action="store_true", help="print rows as JSON")
+        args = p.parse_args(argv)
+        if args.batch < 1 or args.runs < 1 or args.threads < 1:
+            raise UsageError("--batch, --runs and --threads must be positive")
+        from .bench import bench_dir, format_table
+        from .manifest import read_manifest
+
+        read_manifest(args.directory)
+        rows = bench_dir(args.directory, batch=args.batch, runs=args.runs,
+                         threads=args.threads, include_keras=not args.no_keras)
+        print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.threads))
+        return 0
+
+    return _run(body)

@@ -1,0 +1,167 @@
+"""Resolve the MODEL argument (a zoo name or a ``.keras`` file) into a Keras model plus the
+input spec, preprocessing and labels recorded in the manifest."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UsageError
+
+#: Preprocessing modes of keras.applications that keras_resnet.preprocess_input applies.
+KERAS_MODES = ("caffe", "tf", "torch")
+
+
+@dataclass
+class ModelSource:
+    """A model ready to export, with what a deployment needs to know about its input."""
+
+    model: Any
+    name: str
+    config: dict[str, Any]
+    input_shape: tuple[int, int, int]
+    preprocessing: str
+    preprocessing_in_model: bool
+    labels: list[str] | None = None
+    keras_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw RGB pixels 0..255 -> what the model's input expects."""
+        return preprocess_fn(self.preprocessing, self.preprocessing_in_model)(pixels)
+
+
+def preprocess_fn(mode: str, in_model: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that turns raw pixels into model input for a recorded preprocessing."""
+    if in_model or mode not in KERAS_MODES:
+        return lambda x: np.asarray(x, np.float32)
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        import keras_resnet
+
+        return np.asarray(keras_resnet.preprocess_input(np.array(x, np.float32), mode=mode),
+                          np.float32)
+
+    return apply
+
+
+def looks_like_keras_file(model: str) -> bool:
+    """True when MODEL names a file rather than a zoo entry."""
+    return model.endswith(".keras") or "/" in model or Path(model).suffix != ""
+
+
+def read_labels(path: Path) -> list[str]:
+    """Labels from a JSON list, a JSON object with ``labels``, or a text file (one a line)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read labels file {path}: {exc.strerror}") from None
+    if Path(path).suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"labels file {path} is not valid JSON ({exc.msg})") from None
+        labels = data.get("labels") if isinstance(data, dict) else data
+        if not isinstance(labels, list):
+            raise UsageError(f"labels file {path} has no list of labels")
+        return [str(label) for label in labels]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def from_zoo(name: str, *, weights: str | None, classes: int | None, input_size: int | None,
+             builder: dict[str, Any]) -> ModelSource:
+    """Build a zoo model with ``keras_resnet.create_model``; bad options become UsageError."""
+    import keras_resnet
+
+    if name.lower() not in keras_resnet.list_models():
+        raise UsageError(f"unknown model {name!r}; available: "
+                         f"{', '.join(keras_resnet.list_models())}, or a .keras file")
+    info = keras_resnet.model_info(name)
+    size = input_size or info["input_shape"][0]
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise UsageError(f"weights file {weights} not found")
+    kwargs: dict[str, Any] = {"input_shape": (size, size, 3), "weights": weights, **builder}
+    if classes is not None:
+        kwargs["classes"] = classes
+    try:
+        model = keras_resnet.create_model(name, **kwargs)
+    except FileNotFoundError as exc:
+        raise UsageError(f"weights file not found: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise UsageError(_first_line(exc)) from None
+    except Exception as exc:  # e.g. h5py or download errors for weights="imagenet" offline
+        raise UsageError(f"cannot build {name} with weights={weights!r}: "
+                         f"{_first_line(exc)}") from None
+    config = {"source": "zoo", "name": name.lower(), "weights": weights,
+              "classes": classes if classes is not None else info["classes"],
+              "input_size": size, **builder}
+    return ModelSource(model=model, name=name.lower(), config=config,
+                       input_shape=_input_shape(model), preprocessing=info["preprocessing"],
+                       preprocessing_in_model=False)
+
+
+def from_keras_file(path: Path) -> ModelSource:
+    """Load a ``.keras`` file with ``safe_mode=True``; read ``labels.json`` next to it."""
+    import keras_resnet
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model file {path} not found (and not a zoo model name)")
+    if path.suffix != ".keras":
+        raise UsageError(f"model file {path} is not a .keras file")
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"model file {path} is corrupt: not a .keras (zip) archive")
+    try:
+        model = keras_resnet.load_model(path)  # safe_mode=True, with headroom for ResNet-1202
+    except Exception as exc:  # Keras raises ValueError, TypeError, KeyError, zip and h5 errors
+        message = str(exc)
+        if "lambda" in message.lower() or "safe_mode" in message:
+            raise UsageError(f"{path} contains a Lambda layer; refusing unsafe deserialization "
+                             "(safe_mode): rebuild the model from built-in layers") from None
+        raise UsageError(f"cannot load {path}: corrupt or unsupported .keras file "
+                         f"({type(exc).__name__}: {_first_line(exc)})") from None
+    labels_path = path.with_name("labels.json")
+    labels, preprocessing, in_model = None, "raw RGB pixels 0..255 (assumed)", True
+    notes = []
+    if labels_path.is_file():
+        try:
+            meta = json.loads(labels_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{labels_path} is not valid JSON ({exc.msg})") from None
+        if isinstance(meta, dict):
+            labels = [str(x) for x in meta.get("labels", [])] or None
+            preprocessing = str(meta.get("preprocessing", preprocessing))
+    else:
+        notes.append("no labels.json next to the model: labels unknown, input assumed to be "
+                     "raw RGB pixels 0..255")
+    config = {"source": "keras_file", "path": str(path.resolve()), "name": model.name}
+    return ModelSource(model=model, name=model.name, config=config,
+                       input_shape=_input_shape(model), preprocessing=preprocessing,
+                       preprocessing_in_model=in_model, labels=labels, keras_path=path,
+                       notes=notes)
+
+
+def _input_shape(model: Any) -> tuple[int, int, int]:
+    """The (H, W, C) of a single-input float image model; anything else is refused."""
+    if len(model.inputs) != 1:
+        raise UsageError(f"model {model.name!r} has {len(model.inputs)} inputs; "
+                         "only single-input image models can be exported")
+    if len(model.outputs) != 1:
+        raise UsageError(f"model {model.name!r} has {len(model.outputs)} outputs; "
+                         "only single-output models can be exported")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or any(d is None for d in shape[1:]):
+        raise UsageError(f"model {model.name!r} input shape {shape} is not (batch, H, W, C) "
+                         "with a fixed H, W, C")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

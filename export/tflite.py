@@ -1,0 +1,103 @@
+"""TFLite conversion (builtin ops only) from the SavedModel, and a LiteRT runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TFLITE_PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+
+
+def convert_tflite(saved_model_dir: Path, precision: str,
+                   representative: np.ndarray | None = None) -> bytes:
+    """Convert the SavedModel to a flatbuffer of builtin ops only.
+
+    ``int8`` is full-integer (int8 input and output) calibrated on ``representative``
+    (model-ready inputs); ``dynamic_int8`` quantizes the weights only; ``float16`` stores
+    float16 weights.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model_dir), signature_keys=["serving_default"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "int8":
+        if representative is None or len(representative) == 0:
+            raise ValueError("int8 conversion needs a representative dataset")
+        samples = np.asarray(representative, np.float32)
+
+        def dataset():  # one sample per step, as the converter expects
+            for sample in samples:
+                yield [sample[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif precision != "float32":
+        raise ValueError(f"unknown TFLite precision {precision!r}")
+    return converter.convert()
+
+
+def _interpreter(path: Path, threads: int | None) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path), num_threads=threads or 2)
+
+
+def describe_tflite(path: Path) -> dict[str, Any]:
+    """Input/output tensors (with int8 quantization parameters) and the op list."""
+    interpreter = _interpreter(path, 1)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+
+    def tensor(detail: dict[str, Any]) -> dict[str, Any]:
+        scale, zero = detail["quantization"]
+        info = {"name": detail["name"], "shape": [int(d) for d in detail["shape_signature"]],
+                "dtype": np.dtype(detail["dtype"]).name}
+        if scale:
+            info["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+        return info
+
+    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    return {"input": tensor(inp), "output": tensor(out), "ops": ops}
+
+
+class TFLiteRunner:
+    """Runs a .tflite file with ``ai_edge_litert.interpreter.Interpreter``; quantizes int8
+    input and dequantizes int8 output, so callers always see float32."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self._interpreter = _interpreter(path, threads)
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._batch = -1
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        it = self._interpreter
+        if x.shape[0] != self._batch:
+            it.resize_tensor_input(self._input["index"], list(x.shape))
+            it.allocate_tensors()
+            self._input = it.get_input_details()[0]
+            self._output = it.get_output_details()[0]
+            self._batch = x.shape[0]
+        dtype = self._input["dtype"]
+        if dtype != np.float32:
+            scale, zero = self._input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        it.set_tensor(self._input["index"], np.ascontiguousarray(x))
+        it.invoke()
+        y = it.get_tensor(self._output["index"])
+        if y.dtype != np.float32:
+            scale, zero = self._output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
