@@ -204,8 +204,9 @@ def _load_data(source: Any, options: ExportOptions
 
 
 def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    """Top-1 accuracy against ground truth, for classifiers evaluated on labelled data."""
-    if labels is None or outputs.ndim != 2 or outputs.shape[-1] <= int(labels.max()):
+    """Top-1 accuracy against ground truth, for a classifier whose classes are the labelled
+    data's (as many outputs as label values seen); None otherwise."""
+    if labels is None or outputs.ndim != 2 or outputs.shape[-1] != int(labels.max()) + 1:
         return None
     return float(np.mean(np.argmax(outputs, axis=1) == labels))
 
