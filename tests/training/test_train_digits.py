@@ -1,0 +1,67 @@
+"""The acceptance run: ResNet-20 on the real digits reaches >= 90 % test top-1 within 400
+steps of batch 64, and leaves an exportable float32 model.keras with its metadata."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import cli
+from training.data import load_digits_arrays
+
+METRIC_KEYS = {"step", "epoch", "train_loss", "eval_top1", "eval_top5", "train_images_per_sec",
+               "num_replicas", "precision", "strategy"}
+
+
+@pytest.mark.slow
+def test_resnet20_digits_reaches_90_percent(tmp_path: Path, th, capsys) -> None:
+    import keras
+
+    run = tmp_path / "digits"
+    done = th.run_cli(["--model", "resnet20", "--dataset", "digits", "--steps", "400",
+                       "--batch-size", "64", "--log-every", "50", "--model-dir", str(run)],
+                      timeout=420, env=th.train_env(TF_NUM_INTRAOP_THREADS="2",
+                                                     OMP_NUM_THREADS="2"))
+    assert done.returncode == 0, done.stderr
+    assert "step 400/400" in done.stdout and "img/s" in done.stdout and "top-1" in done.stdout
+
+    m = th.metrics(run)
+    assert set(m) >= METRIC_KEYS
+    assert m["step"] == 400 and m["eval_examples"] == 360
+    assert m["eval_top1"] >= 0.90, m
+    assert m["eval_top5"] >= m["eval_top1"]
+    assert m["num_replicas"] == 1 and m["strategy"] == "one_device"
+    assert m["train_images_per_sec"] > 0
+    assert m["epoch"] == pytest.approx(400 * 64 / 1437)
+
+    # model.keras: raw 0..255 RGB in, float32 throughout, no custom objects.
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert {w.dtype for w in model.weights if "int" not in w.dtype} == {"float32"}
+    _, _, x_test, y_test = load_digits_arrays(32)
+    probs = model.predict(x_test, batch_size=120, verbose=0)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-4)
+    top1 = float((probs.argmax(-1) == y_test).mean())
+    assert top1 >= 0.90
+    assert abs(top1 - m["eval_top1"]) <= 3 / 360  # bf16 training graph vs float32 export
+
+    labels = json.loads((run / "labels.json").read_text())
+    assert labels["labels"] == [str(i) for i in range(10)] and labels["input_size"] == 32
+    assert "0..255" in labels["preprocessing"]
+
+    with (run / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["train_loss"]] == list(range(50, 401, 50))
+    assert float(rows[-1]["eval_top1"]) == pytest.approx(m["eval_top1"])
+    assert list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard" / "eval").glob("events.out.tfevents.*"))
+
+    # keras-resnet-eval reports the same top-1 from model.keras.
+    assert cli.eval_main(["--model-dir", str(run), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["examples"] == 360
+    assert report["top1"] == pytest.approx(top1, abs=1e-9)

@@ -1,0 +1,143 @@
+"""Recipes, schedules, precision, strategy planning and the exported model's preprocessing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training import precision, recipes, strategy
+from training.cli import build_train_parser
+from training.config import resolve_config
+from training.errors import UsageError
+
+
+def _config(*flags: str, family: str = "cifar"):
+    args = build_train_parser().parse_args(["--model-dir", "/tmp/unused", *flags])
+    return resolve_config(args, family)
+
+
+def test_recipes_are_versioned_json() -> None:
+    assert recipes.list_recipes() == ["cifar", "imagenet", "modern"]
+    for name in recipes.list_recipes():
+        recipe = recipes.load_recipe(name)
+        assert recipe["name"] == name and isinstance(recipe["version"], int)
+
+
+def test_cifar_recipe_is_section_4_2() -> None:
+    cfg = _config("--model", "resnet56")
+    assert (cfg.batch_size, cfg.learning_rate, cfg.weight_decay, cfg.steps) == (128, 0.1, 1e-4, 64000)
+    assert cfg.optimizer["momentum"] == 0.9 and cfg.augmentation == {"type": "pad_crop_flip", "pad": 4}
+    sched = cfg.make_schedule(64000)
+    assert sched.value(0) == pytest.approx(0.1)
+    assert sched.value(31999) == pytest.approx(0.1)
+    assert sched.value(32000) == pytest.approx(0.01)
+    assert sched.value(48000) == pytest.approx(0.001)
+    assert cfg.warmup is None  # the 0.01 warm-up is for ResNet-110 only
+
+
+def test_resnet110_warmup_and_linear_scaling() -> None:
+    cfg = _config("--model", "resnet110", "--batch-size", "256")
+    sched = cfg.make_schedule(64000)
+    assert cfg.learning_rate == pytest.approx(0.2)  # 0.1 * 256 / 128
+    assert sched.value(0) == pytest.approx(0.02) and sched.value(399) == pytest.approx(0.02)
+    assert sched.value(400) == pytest.approx(0.2)
+
+
+def test_short_runs_keep_boundary_fractions() -> None:
+    sched = _config("--model", "resnet20", "--steps", "400", "--batch-size", "64").make_schedule(400)
+    assert [sched.value(s) for s in (199, 200, 300)] == pytest.approx([0.05, 0.005, 0.0005])
+
+
+def test_imagenet_and_modern_recipes() -> None:
+    cfg = _config("--model", "resnet50", family="imagenet")
+    assert cfg.recipe == "imagenet" and cfg.batch_size == 256 and cfg.input_size == 224
+    assert cfg.augmentation["min_side"] == 256 and cfg.augmentation["max_side"] == 480
+    modern = _config("--model", "resnet50", "--recipe", "modern", "--steps", "1000",
+                     family="imagenet")
+    assert modern.label_smoothing == 0.1 and modern.zero_init_residual
+    assert not modern.decay_norm_and_bias
+    sched = modern.make_schedule(1000)
+    assert sched.value(0) == pytest.approx(0.1 / 50)  # linear warm-up over 5 %
+    assert sched.value(49) == pytest.approx(0.1)
+    assert sched.value(525) == pytest.approx(0.05, rel=1e-3)  # cosine midpoint
+    assert sched.value(1000) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_flags_override_recipe() -> None:
+    cfg = _config("--model", "resnet20", "--learning-rate", "0.2", "--weight-decay", "0",
+                  "--label-smoothing", "0.2", "--epochs", "3")
+    assert cfg.learning_rate == pytest.approx(0.2) and cfg.weight_decay == 0
+    assert cfg.steps is None and cfg.total_steps(1280) == 30
+    with pytest.raises(UsageError, match="--label-smoothing must be below 1"):
+        _config("--model", "resnet20", "--label-smoothing", "1")
+
+
+def test_precision_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert precision.resolve_precision("auto", "gpu") == "mixed_float16"
+    assert precision.resolve_precision("auto", "tpu") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_precision("auto", "cpu") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert precision.resolve_precision("auto", "cpu") == "float32"
+    assert precision.resolve_precision("float32", "gpu") == "float32"
+
+
+def test_strategy_auto_from_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("TPU_NAME", "COLAB_TPU_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(strategy, "_tpu_configured", lambda: False)
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 1}}))
+    plan = strategy.plan_strategy("auto")
+    assert (plan.kind, plan.num_workers, plan.num_replicas, plan.is_chief) == (
+        "multi_worker", 3, 3, False)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["h:1"], "worker": ["h:2"]},
+                                                "task": {"type": "chief", "index": 0}}))
+    plan = strategy.plan_strategy("auto")
+    assert plan.is_chief and plan.num_workers == 2
+    monkeypatch.delenv("TF_CONFIG")
+    assert strategy.plan_strategy("auto").kind == "one_device"
+
+
+def test_exported_model_bakes_in_preprocessing(tmp_path) -> None:
+    import keras
+
+    from training.model import build_model, float32_copy
+
+    mean = np.random.RandomState(0).uniform(0, 255, 16 * 16 * 3).astype(np.float32)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trained = build_model("resnet20", input_size=16, classes=10,
+                              preprocessing="per_pixel_mean", pixel_mean=mean,
+                              channel_std=np.ones(3, np.float32), zero_init_residual=False,
+                              softmax=False)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    norm = trained.get_layer("preprocessing")
+    x = np.random.RandomState(1).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(norm(x).numpy(), (x - mean.reshape(16, 16, 3)) / 255.0, atol=1e-5)
+    export = float32_copy(trained, "resnet20", input_size=16, classes=10,
+                          preprocessing="per_pixel_mean")
+    export.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    expected = keras.ops.softmax(trained(x)).numpy()
+    np.testing.assert_allclose(loaded(x).numpy(), export(x).numpy(), atol=1e-6)
+    np.testing.assert_allclose(loaded(x).numpy(), expected, atol=2e-2)  # bf16 vs float32
+
+
+def test_modern_decays_kernels_only() -> None:
+    import keras
+
+    from training.loop import _decayed_variables
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, use_bias=True)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    kernels = _decayed_variables(model, decay_norm_and_bias=False)
+    assert sorted(v.path for v in kernels) == ["conv2d/kernel", "dense/kernel"]
+    assert len(_decayed_variables(model, decay_norm_and_bias=True)) == 6

@@ -1,0 +1,51 @@
+"""Top-1/top-5 accuracy of a saved ``model.keras`` (raw 0..255 RGB in, probabilities out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import data as data_lib
+from training.errors import UsageError
+
+
+def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = None,
+                   input_size: int | None = None, batch_size: int = 100,
+                   limit: int | None = None,
+                   augmentation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``model_path`` on the test split of ``dataset`` with the evaluation view
+    (resize, or shorter side 256 + centre crop for ImageNet-style augmentation)."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    except Exception as exc:
+        raise UsageError(f"cannot load {str(model_path)!r}: {str(exc).splitlines()[0]}") from None
+    size = input_size or int(model.input_shape[1])
+    source = data_lib.open_source(dataset, input_size=size, data_dir=data_dir)
+    aug = data_lib.Augmentation.from_recipe(augmentation or {"type": "auto"}, size, False)
+    steps = data_lib.eval_steps(source, 1, batch_size, limit)
+    ds = data_lib.eval_dataset(source, aug, pipeline_id=0, num_pipelines=1,
+                               per_replica_batch=batch_size, per_pipeline_batch=batch_size,
+                               steps=steps, limit=limit)
+    classes = int(model.output_shape[-1])
+    if classes != source.num_classes:
+        raise UsageError(f"the model predicts {classes} classes, {dataset} has "
+                         f"{source.num_classes}")
+    k = min(5, classes)
+
+    @tf.function
+    def step(images, labels, weights):
+        probs = tf.cast(model(images, training=False), tf.float32)
+        top1 = tf.cast(tf.math.in_top_k(labels, probs, 1), tf.float32) * weights
+        top5 = tf.cast(tf.math.in_top_k(labels, probs, k), tf.float32) * weights
+        return tf.reduce_sum(top1), tf.reduce_sum(top5), tf.reduce_sum(weights)
+
+    sums = np.zeros(3)
+    for images, labels, weights in ds:
+        sums += np.array([float(v) for v in step(images, labels, weights)])
+    count = max(sums[2], 1.0)
+    return {"top1": sums[0] / count, "top5": sums[1] / count, "examples": int(sums[2])}
