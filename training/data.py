@@ -27,31 +27,19 @@ from training.errors import UsageError
 TFDS_ALIASES = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet2012": "imagenet2012",
                 "imagenette": "imagenette"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-DIGITS_TEST_SIZE = 360
-DIGITS_SPLIT_SEED = 0
 
 
 def load_digits_arrays(input_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits as RGB images: ``(x_train, y_train, x_test, y_test)``.
 
-    The 8x8 grey images (values 0..16) are scaled to 0..255, resized bilinearly to
-    ``input_size`` x ``input_size`` and repeated over 3 channels: float32 NHWC. The split is
-    fixed: a ``numpy.random.RandomState(0)`` permutation of the 1797 images, the last 360 are
-    the test set (1437 train). Labels are int64 0..9.
+    float32 NHWC in 0..255, labels int64 0..9, the fixed split of
+    ``keras_resnet.datasets.load_digits`` (a ``RandomState(0)`` permutation of the 1797
+    images; the last 360 are the test set), which the exporter evaluates on too.
     """
-    import tensorflow as tf
-    from sklearn.datasets import load_digits
+    from keras_resnet.datasets import load_digits
 
-    digits = load_digits()
-    images = digits.images.astype(np.float32) * (255.0 / 16.0)
-    labels = digits.target.astype(np.int64)
-    order = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(labels))
-    images, labels = images[order], labels[order]
-    with tf.device("/cpu:0"):
-        resized = tf.image.resize(images[..., None], (input_size, input_size), method="bilinear")
-        rgb = np.repeat(np.clip(resized.numpy(), 0.0, 255.0), 3, axis=-1).astype(np.float32)
-    n_train = len(labels) - DIGITS_TEST_SIZE
-    return rgb[:n_train], labels[:n_train], rgb[n_train:], labels[n_train:]
+    (x_train, y_train), (x_test, y_test) = load_digits(input_size)
+    return x_train, y_train, x_test, y_test
 
 
 @dataclass
