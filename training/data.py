@@ -364,6 +364,10 @@ def train_dataset(source: Source, aug: Augmentation, *, pipeline_id: int, num_pi
     stream_seed = seed * 7919 + pipeline_id
 
     def epoch(e):
+        # Pin the traced function's graph seed: the order then depends on the stream seed
+        # alone, and TF's get_seed no longer compares this symbolic op seed with 0 in Python
+        # (it does when the global seed is 0, e.g. --seed 0, and raises).
+        tf.compat.v1.get_default_graph().seed = 1
         return base.shuffle(buffer, seed=stream_seed * 1000003 + e, reshuffle_each_iteration=False)
 
     ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)

@@ -135,9 +135,10 @@ def test_modern_decays_kernels_only() -> None:
     from training.loop import _decayed_variables
 
     inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, use_bias=True)(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    x = keras.layers.Conv2D(4, 3, use_bias=True, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Dense(2, name="fc")(keras.layers.Flatten(name="flat")(x))
+    model = keras.Model(inputs, x)
     kernels = _decayed_variables(model, decay_norm_and_bias=False)
-    assert sorted(v.path for v in kernels) == ["conv2d/kernel", "dense/kernel"]
+    assert sorted(v.path for v in kernels) == ["conv/kernel", "fc/kernel"]
     assert len(_decayed_variables(model, decay_norm_and_bias=True)) == 6
