@@ -196,8 +196,29 @@ def run_eval(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _start_tensorflow_quietly() -> None:
+    """Import TensorFlow and find its devices with file descriptor 2 closed: TensorFlow 2.21
+    writes start-up lines through absl (cudart_stub, cpu_feature_guard, cuInit) before
+    ``TF_CPP_MIN_LOG_LEVEL`` applies, which would bury a one-line ``error:``.
+    ``KERAS_RESNET_VERBOSE=1`` keeps them."""
+    if os.environ.get("KERAS_RESNET_VERBOSE") or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _main(run: Any, argv: Sequence[str] | None) -> int:
     _quiet_tensorflow()
+    _start_tensorflow_quietly()
     try:
         return run(argv)
     except UsageError as exc:
