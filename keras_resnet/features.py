@@ -6,20 +6,40 @@ import re
 
 import keras
 
-from .profile import _static
-
-_STAGE_OUTPUT = re.compile(r"^conv\d+_block\d+_out$|^post_relu$")
+_BLOCK_OUTPUT = re.compile(r"^conv(\d+)_block(\d+)_out$")
 LEVELS = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
 
 
 def _strides(model: keras.Model) -> dict[str, int]:
-    """Output stride of every stage-output layer, read from static shapes."""
-    probe = model
-    if None in tuple(model.inputs[0].shape[1:3]):
-        probe = _static(model, (256, 256, model.inputs[0].shape[-1]))
-    size = probe.inputs[0].shape[1]
-    return {layer.name: size // layer.output.shape[1] for layer in probe.layers
-            if _STAGE_OUTPUT.match(layer.name)}
+    """Output stride of every stage-output layer, from the zoo's layer-name contract.
+
+    The ImageNet stem (``pool1_pool``) downsamples by 4, each later stage by 2, in its
+    first block, or in the last block of the stage before for keras.applications'
+    pre-activation layout (``post_relu``). Reading names needs no rebuild of the graph
+    (Keras' ``get_config`` would import TensorFlow) and works on loaded models.
+    """
+    names = [layer.name for layer in model.layers]
+    stem = 4 if "pool1_pool" in names else 1
+    strided_last = stem == 4 and "post_relu" in names
+    last: dict[int, int] = {}
+    for name in names:
+        match = _BLOCK_OUTPUT.match(name)
+        if match:
+            stage, block = int(match[1]), int(match[2])
+            last[stage] = max(last.get(stage, 0), block)
+    stages = sorted(last)
+    strides = {}
+    for name in names:
+        match = _BLOCK_OUTPUT.match(name)
+        if match:
+            stage, block = int(match[1]), int(match[2])
+            stride = stem * 2 ** stages.index(stage)
+            if strided_last and block == last[stage] and stage != stages[-1]:
+                stride *= 2
+            strides[name] = stride
+        elif name == "post_relu" and stages:
+            strides[name] = stem * 2 ** (len(stages) - 1)
+    return strides
 
 
 def feature_extractor(model: keras.Model, levels: tuple[str, ...] = ("C2", "C3", "C4", "C5"),

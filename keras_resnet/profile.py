@@ -63,7 +63,8 @@ def profile(model: keras.Model, input_shape: tuple | None = None) -> dict[str, i
     Args:
         model: any functional Keras model (nested models are walked too).
         input_shape: (height, width, channels) to count at, required when the
-            model's own input size is variable.
+            model's own input size is variable. The model is then rebuilt from its
+            config: Keras' ``get_config`` imports TensorFlow when it is installed.
 
     Returns:
         ``{"params", "trainable_params", "non_trainable_params", "macs", "flops"}``
