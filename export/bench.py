@@ -44,6 +44,8 @@ def bench_dir(directory: str | Path, batch: int = 16, runs: int = 20, threads: i
     """
     import keras
 
+    import keras_resnet
+
     from .verify import make_runner
 
     set_tf_threads(threads)
@@ -56,8 +58,7 @@ def bench_dir(directory: str | Path, batch: int = 16, runs: int = 20, threads: i
     entries: list[tuple[str, str, str, Callable[[np.ndarray], Any]]] = []
     keras_entry = manifest.get("reference", {}).get("keras_model")
     if include_keras and keras_entry:
-        model = keras.models.load_model(directory / keras_entry["path"], safe_mode=True,
-                                        compile=False)
+        model = keras_resnet.load_model(directory / keras_entry["path"])  # safe_mode
         entries.append(("keras", "keras", "float32",
                         lambda x: keras.ops.convert_to_numpy(model(x, training=False))))
     for artifact in manifest["artifacts"]:

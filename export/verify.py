@@ -117,7 +117,7 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
     batch, plus ``data`` (a source such as ``digits`` or ``folder:PATH``) for top-1
     agreement; without ``data``, on the export's recorded evaluation source.
     """
-    import keras
+    import keras_resnet
 
     from .calibration import load_images, parse_source
     from .source import preprocess_fn
@@ -136,8 +136,7 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
     if not usable:
         problems.append("reference Keras model or parity inputs unusable: parity not rerun")
         return {"passed": False, "problems": problems, "artifacts": results}
-    model = keras.models.load_model(directory / keras_entry["path"], safe_mode=True,
-                                    compile=False)
+    model = keras_resnet.load_model(directory / keras_entry["path"])  # safe_mode
     x = np.load(directory / parity_entry["path"])
     parity_count = len(x)
     spec = manifest["input"]

@@ -17,11 +17,12 @@ def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = Non
                    augmentation: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``model_path`` on the test split of ``dataset`` with the evaluation view
     (resize, or shorter side 256 + centre crop for ImageNet-style augmentation)."""
-    import keras
     import tensorflow as tf
 
+    import keras_resnet
+
     try:
-        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+        model = keras_resnet.load_model(model_path)  # safe_mode, headroom for deep graphs
     except Exception as exc:
         raise UsageError(f"cannot load {str(model_path)!r}: {str(exc).splitlines()[0]}") from None
     size = input_size or int(model.input_shape[1])
