@@ -64,6 +64,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: mixed_float16 on GPUs, mixed_bfloat16 on TPUs and bf16 CPUs")
     p.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--batch-norm", default="fused", choices=("fused", "keras"),
+                   help="training-time batch norm kernel: TensorFlow's fused op (default, same "
+                        "maths, faster) or Keras' layer as is; model.keras always uses Keras' layer")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept")
     p.add_argument("--eval-every", type=int, default=0,

@@ -204,7 +204,7 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         model = build_model(cfg.model, input_size=cfg.input_size, classes=source.num_classes,
                             preprocessing=cfg.preprocessing, pixel_mean=pixel_mean,
                             channel_std=channel_std, zero_init_residual=cfg.zero_init_residual,
-                            softmax=False)
+                            softmax=False, fused_batch_norm=cfg.batch_norm == "fused")
         optimizer = _make_optimizer(cfg, schedule, precision)
         optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -330,7 +330,8 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
     base_metrics = {"num_replicas": replicas, "num_workers": plan.num_workers,
                     "precision": precision, "strategy": plan.kind, "model": cfg.model,
                     "dataset": cfg.dataset, "recipe": cfg.recipe, "global_batch_size": global_batch,
-                    "input_size": cfg.input_size, "total_steps": total_steps}
+                    "input_size": cfg.input_size, "total_steps": total_steps,
+                    "batch_norm": cfg.batch_norm, "jit": cfg.jit}
     if cfg.eval_only:
         results = evaluate()
         return TrainResult({**base_metrics, "step": start_step, **results}, model)

@@ -32,11 +32,13 @@ def normalization_weights(kind: str, input_size: int, pixel_mean: np.ndarray,
 
 def build_model(name: str, *, input_size: int, classes: int, preprocessing: str,
                 pixel_mean: np.ndarray, channel_std: np.ndarray, zero_init_residual: bool,
-                softmax: bool, model_kwargs: dict[str, Any] | None = None):
+                softmax: bool, model_kwargs: dict[str, Any] | None = None,
+                fused_batch_norm: bool = False):
     """Inputs in 0..255 -> Normalization -> ``keras_resnet.create_model(name)``.
 
     With ``softmax=False`` the model returns logits (training); the exported model ends in a
-    float32 softmax.
+    float32 softmax. ``fused_batch_norm`` (training only; TensorFlow) swaps in
+    :class:`training.fused_norm.FusedBatchNormalization`, same weights and maths.
     """
     import keras
 
@@ -52,6 +54,10 @@ def build_model(name: str, *, input_size: int, classes: int, preprocessing: str,
         name, include_top=True, weights=None, input_shape=(input_size, input_size, 3),
         classes=classes, classifier_activation=None, zero_init_residual=zero_init_residual,
         **(model_kwargs or {}))
+    if fused_batch_norm:
+        from training.fused_norm import with_fused_batch_norm
+
+        backbone = with_fused_batch_norm(backbone)
     x = backbone(x)
     if softmax:
         x = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
