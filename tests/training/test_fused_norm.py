@@ -65,14 +65,15 @@ def test_training_step_matches_keras_batch_norm_float32(pair) -> None:
                                   np.asarray(model(x, training=False)))
 
 
-def test_bfloat16_layer_matches_keras_within_bfloat16_rounding() -> None:
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_layer_matches_keras_within_rounding(policy: str) -> None:
+    keras.mixed_precision.set_global_policy(policy)
     try:
         ref = keras.layers.BatchNormalization(epsilon=1.001e-5, momentum=0.9)
         fused = FusedBatchNormalization(epsilon=1.001e-5, momentum=0.9)
         x = tf.random.stateless_normal((4, 6, 6, 32), seed=(5, 6)) * 3.0 + 1.0
         y_ref, y = ref(x, training=True), fused(x, training=True)
-        assert y.dtype == y_ref.dtype == tf.bfloat16
+        assert y.dtype == y_ref.dtype == policy.removeprefix("mixed_")
         np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y_ref, np.float32),
                                    atol=0.05)
         np.testing.assert_allclose(np.asarray(fused.moving_variance),
