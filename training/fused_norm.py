@@ -2,10 +2,11 @@
 
 Keras 3's ``BatchNormalization`` computes batch moments and the normalisation with separate
 element-wise ops, in float32 even under a mixed policy. On a CPU that is a large share of a
-ResNet step (ResNet-50, batch 32, mixed_bfloat16, this 2-core machine: 4.35 s per step with
-Keras' layer, 2.44 s with the fused kernel; see ``docs/training.md``). ``FusedBatchNormalization``
-keeps the parent's weights, config and maths and runs the training-mode forward pass (and so its
-gradient) as one ``FusedBatchNormV3`` op, which oneDNN executes in the compute dtype.
+ResNet step (ResNet-50, batch 32, mixed_bfloat16, this 2-core machine: 4.08 s per step with
+Keras' layer, 2.70 s with the fused kernel; ``python -m training.roofline``, docs/training.md).
+``FusedBatchNormalization`` keeps the parent's weights, config and maths and runs the
+training-mode forward pass (and so its gradient) as one ``FusedBatchNormV3`` op; oneDNN executes
+it in bfloat16 or float32 (float16 runs on TensorFlow's own kernel).
 
 The trainer swaps the layer in for training only; ``model.keras`` is always written with
 Keras' own layer (``training.model.float32_copy``), so it loads with ``safe_mode=True``.
@@ -16,29 +17,39 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_resnet.backbone import recursion_headroom
 
-#: FusedBatchNormV3 needs epsilon >= 1e-5 on GPUs (cuDNN); smaller ones take Keras' path.
-_MIN_EPSILON = 1e-5
+#: cuDNN rejects epsilon < 1e-5 (and float32(1e-5) is just below it), so, like TensorFlow's
+#: ``fused_batch_norm``, smaller values take Keras' path.
+_MIN_EPSILON = 1.001e-5
+_KERNEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
+@keras.saving.register_keras_serializable(package="keras_resnet_training")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` whose training-mode call is one fused op.
 
-    Same result as the parent (He et al. 2015 sec. 3.4 / Ioffe & Szegedy 2015): the batch is
-    normalised with its biased variance, and the moving averages are updated with the biased
-    variance as Keras does (the kernel returns the unbiased one, rescaled here). Whatever the
-    kernel does not cover (inference, frozen layers, masks, renorm, synchronised statistics,
-    tensors other than NHWC with channels last) takes the parent's path unchanged.
+    Same result as the parent (batch norm after every convolution, He et al. 2015 sec. 3.4):
+    the batch is normalised with its biased variance, and the moving variance is updated with
+    the biased variance as Keras 3 does (the kernel returns the unbiased one, rescaled here).
+    Whatever the kernel does not cover (inference, ``training`` given as a tensor, frozen
+    layers, masks, renorm, synchronised statistics, tensors other than NHWC with channels last,
+    dtypes other than float32 variables with a float32/bfloat16/float16 computation) takes the
+    parent's path unchanged.
+
+    Registered as serializable so that a training model holding it can be saved and reloaded
+    (with this module imported); the trainer's ``model.keras`` never holds it.
     """
 
     def _fusable(self, inputs: Any, training: Any, mask: Any) -> bool:
         rank = len(inputs.shape)
-        return (training is True and self.trainable and mask is None and not self.renorm
-                and not self.synchronized and rank == 4 and self.axis % rank == 3
-                and self.epsilon >= _MIN_EPSILON)
+        return (isinstance(training, (bool, np.bool_)) and bool(training) and self.trainable
+                and mask is None and not self.renorm and not self.synchronized and rank == 4
+                and self.axis % rank == 3 and self.epsilon >= _MIN_EPSILON
+                and self.compute_dtype in _KERNEL_DTYPES and self.variable_dtype == "float32")
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, training, mask):
@@ -61,8 +72,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
 
 def with_fused_batch_norm(model: keras.Model) -> keras.Model:
-    """A copy of the functional ``model`` (same layer names, order and weights) in which every
-    ``keras.layers.BatchNormalization`` is a :class:`FusedBatchNormalization`."""
+    """A copy of the functional ``model`` (same layer names, order, weights and checkpoint
+    keys) in which every ``keras.layers.BatchNormalization`` is a
+    :class:`FusedBatchNormalization`. The copy's layers are built afresh and then given
+    ``model``'s weights (layers seeded with ``seed=None``, such as stochastic depth, draw new
+    seeds)."""
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         cls = FusedBatchNormalization if type(layer) is keras.layers.BatchNormalization \

@@ -62,7 +62,7 @@ def _child(model_name: str, precision: str, batch_norm: str, batch: int, size: i
 
     keras.mixed_precision.set_global_policy(precision)
     model = keras_resnet.create_model(model_name, weights=None, input_shape=(size, size, 3),
-                                      classes=1000)
+                                      classes=1000, classifier_activation=None)
     if batch_norm == "fused":
         model = with_fused_batch_norm(model)
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
@@ -104,7 +104,8 @@ def primitive_breakdown(model: str, precision: str, batch_norm: str, batch: int,
     seconds: collections.Counter[str] = collections.Counter()
     for line in proc.stdout.splitlines():
         fields = line.split(",")
-        if len(fields) < 8 or fields[0] != "onednn_verbose" or fields[4] != "exec":
+        if (len(fields) < 10 or fields[0] != "onednn_verbose" or fields[3] != "primitive"
+                or fields[4] != "exec"):
             continue
         if not window[0] <= float(fields[2]) <= window[1]:
             continue
@@ -117,7 +118,7 @@ def primitive_breakdown(model: str, precision: str, batch_norm: str, batch: int,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.roofline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--model", default="resnet50", help="a keras_resnet model name")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per variant")
@@ -125,14 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs=2, metavar=("PRECISION", "BATCH_NORM"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for flag in ("batch", "size", "steps"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag} must be positive, got {getattr(args, flag)}")
+    import keras_resnet
+
+    if args.model.lower() not in keras_resnet.list_models():
+        parser.error(f"--model: unknown model {args.model!r}; one of "
+                     f"{', '.join(keras_resnet.list_models())}")
     if args.child:
         _child(args.model, *args.child, args.batch, args.size, args.steps)
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-    import keras_resnet
-
-    info = keras_resnet.model_info(args.model)  # fails fast on an unknown model
+    info = keras_resnet.model_info(args.model)
     macs = keras_resnet.profile(keras_resnet.create_model(
         args.model, weights=None, input_shape=(args.size, args.size, 3), classes=1000))["macs"]
     conv_gflop = 3 * 2 * macs * args.batch / 1e9
@@ -144,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             for p, b in VARIANTS]
     for run in runs:
         conv = sum(v for k, v in run["primitives_s"].items() if k.startswith("convolution"))
+        if not conv:
+            print("error: ONEDNN_VERBOSE reported no convolution: oneDNN is not active in this "
+                  "TensorFlow (TF_ENABLE_ONEDNN_OPTS=0, or not an x86 build)", file=sys.stderr)
+            return 1
         run["convolution_s"] = conv
         print(f"\n{run['precision']}, batch norm {run['batch_norm']}: {run['step_s']:.2f} s/step "
               f"({args.batch / run['step_s']:.2f} img/s), convolutions {conv:.2f} s "
@@ -153,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {sec:7.3f} s  {name}")
     baseline = runs[0]["step_s"]  # float32, Keras batch norm: what stock model.fit runs
     best_conv = conv_gflop / max(peaks["conv3x3_bfloat16"], peaks["matmul_bfloat16"])
-    print(f"\n3x the float32/Keras-BN step = {baseline / 3:.2f} s/step; bfloat16 convolutions "
+    print(f"\n3x the float32/Keras-BN step timed here = {baseline / 3:.2f} s/step (the benchmark's "
+          f"stock model.fit is the target's real baseline); bfloat16 convolutions "
           f"alone at the measured kernel peak: {best_conv:.2f} s/step, as run here: "
           f"{runs[3]['convolution_s']:.2f} s/step.")
     print(f"best ratio this CPU allows with the measured convolutions and nothing else: "

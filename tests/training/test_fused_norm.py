@@ -4,6 +4,8 @@ Keras' layer; Keras' path wherever the kernel does not apply; never in ``model.k
 from __future__ import annotations
 
 import json
+import os
+import platform
 import zipfile
 from pathlib import Path
 
@@ -94,6 +96,13 @@ def test_cases_the_kernel_does_not_cover_take_keras_path() -> None:
     frozen.trainable = False
     assert not frozen._fusable(tf.zeros((2, 4, 4, 3)), True, None)
     assert not FusedBatchNormalization(epsilon=1e-6)._fusable(tf.zeros((2, 4, 4, 3)), True, None)
+    assert not FusedBatchNormalization()._fusable(tf.zeros((2, 4, 4, 3)), tf.constant(True), None)
+    # bfloat16 variables (a non-mixed policy): Keras' path, same result instead of a dtype error.
+    low = FusedBatchNormalization(dtype="bfloat16")
+    ref_low = keras.layers.BatchNormalization(dtype="bfloat16")
+    image = tf.random.stateless_normal((2, 4, 4, 3), seed=(9, 9))
+    np.testing.assert_array_equal(np.asarray(low(image, training=True), np.float32),
+                                  np.asarray(ref_low(image, training=True), np.float32))
     assert FusedBatchNormalization()._fusable(tf.zeros((2, 4, 4, 3)), True, None)
 
 
@@ -115,6 +124,10 @@ def test_checkpoints_resume_across_batch_norm_kernels_and_model_keras_is_stock(
     assert "FusedBatchNormalization" not in text and '"BatchNormalization"' in text
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0"
+                    or platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="needs TensorFlow's oneDNN kernels (x86, TF_ENABLE_ONEDNN_OPTS on)")
 def test_fused_layer_reaches_onednn_batch_norm_kernel_and_keras_layer_does_not() -> None:
     """The roofline tool's per-primitive timing: the fused layer really runs oneDNN's batch
     norm (forward and backward); Keras' layer runs none (element-wise ops)."""
