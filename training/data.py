@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,11 @@ class Augmentation:
     ``scale_crop_flip``: sec. 3.4 (shorter side uniformly in [256, 480], random 224 crop, flip);
     evaluation resizes the shorter side to 256 and takes the centre 224 crop. Side lengths scale
     with ``input_size / 224``.
+    ``color: {"type": "pca_lighting", "std": 0.1}``: sec. 3.4's "standard color augmentation"
+    of Krizhevsky et al. 2012: each training image gets ``P (alpha * lambda)`` added to every
+    pixel, ``P``/``lambda`` the eigenvectors/eigenvalues of the RGB covariance of the training
+    images (values scaled to [0, 1], then the shift times 255), ``alpha ~ N(0, std)`` per image.
+    ``with_lighting`` supplies ``P`` and ``lambda`` once :func:`image_statistics` measured them.
     """
 
     kind: str
@@ -267,10 +272,30 @@ class Augmentation:
     min_side: int = 256
     max_side: int = 480
     eval_side: int = 256
+    lighting_std: float = 0.0
+    eigval: tuple[float, ...] = ()
+    eigvec: tuple[tuple[float, ...], ...] = ()
+
+    def with_lighting(self, eigval: np.ndarray, eigvec: np.ndarray) -> Augmentation:
+        """This augmentation with the RGB principal components (``eigvec`` columns)."""
+        return replace(self, eigval=tuple(float(v) for v in eigval),
+                       eigvec=tuple(tuple(float(v) for v in row) for row in eigvec))
 
     @classmethod
     def from_recipe(cls, spec: dict[str, Any], input_size: int, flip: bool) -> Augmentation:
         kind = spec.get("type", "auto")
+        color = spec.get("color") or {"type": "none"}
+        if color.get("type") not in ("none", "pca_lighting"):
+            raise UsageError(f"unknown color augmentation {color.get('type')!r} in recipe "
+                             "(allowed: none, pca_lighting)")
+        lighting = float(color.get("std", 0.1)) if color["type"] == "pca_lighting" else 0.0
+        if lighting < 0:
+            raise UsageError(f"color augmentation std must not be negative, got {lighting}")
+        return replace(cls._geometry(spec, kind, input_size, flip), lighting_std=lighting)
+
+    @classmethod
+    def _geometry(cls, spec: dict[str, Any], kind: str, input_size: int,
+                  flip: bool) -> Augmentation:
         if kind == "auto":
             kind = "pad_crop_flip" if input_size <= 64 else "scale_crop_flip"
         if kind == "pad_crop_flip":
@@ -334,7 +359,20 @@ def train_transform(image, aug: Augmentation, seed):
             image = tf.image.stateless_random_crop(image, (size, size, 3), seeds[1])
     if aug.flip and aug.kind != "none":
         image = tf.image.stateless_random_flip_left_right(image, seeds[2])
+    if aug.lighting_std and aug.kind != "none":
+        image = image + pca_lighting_shift(aug, tf.random.experimental.stateless_fold_in(seed, 3))
     return tf.ensure_shape(image, (size, size, 3))
+
+
+def pca_lighting_shift(aug: Augmentation, seed):
+    """The RGB shift ``255 * P (alpha * lambda)`` of Krizhevsky et al. 2012, one per image."""
+    import tensorflow as tf
+
+    if len(aug.eigval) != 3:
+        raise ValueError("pca_lighting needs the RGB principal components: call with_lighting")
+    alpha = tf.random.stateless_normal([3], seed, stddev=aug.lighting_std)
+    eigvec = tf.constant(aug.eigvec, tf.float32)
+    return 255.0 * tf.linalg.matvec(eigvec, alpha * tf.constant(aug.eigval, tf.float32))
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -406,23 +444,46 @@ def eval_dataset(source: Source, aug: Augmentation, *, pipeline_id: int, num_pip
     return ds.batch(per_replica_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def image_statistics(source: Source, aug: Augmentation, max_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel mean (HWC) and per-channel std of up to ``max_images`` training images,
-    in the evaluation view (He et al. 2015 sec. 3.4/4.2: per-pixel mean subtraction)."""
+@dataclass(frozen=True)
+class ImageStatistics:
+    """What :func:`image_statistics` measures on the training images."""
+
+    pixel_mean: np.ndarray  #: HWC, 0..255
+    channel_std: np.ndarray  #: (3,), 0..255
+    rgb_eigval: np.ndarray  #: (3,), descending: eigenvalues of the RGB covariance (0..1 scale)
+    rgb_eigvec: np.ndarray  #: (3, 3), columns: the matching unit eigenvectors
+
+
+def image_statistics(source: Source, aug: Augmentation, max_images: int) -> ImageStatistics:
+    """Per-pixel mean (HWC), per-channel std and RGB principal components of up to
+    ``max_images`` training images, in the evaluation view (He et al. 2015 sec. 3.4/4.2:
+    per-pixel mean subtraction; the components drive the colour augmentation)."""
     import tensorflow as tf
 
     ds = source.examples("train", 0, 1, max_images)
     ds = ds.map(lambda raw, y: eval_transform(source.decode(raw), aug),
                 num_parallel_calls=tf.data.AUTOTUNE).batch(256)
     total, total_sq, count = None, None, 0
+    rgb_sum, rgb_outer = np.zeros(3), np.zeros((3, 3))
     for batch in ds.as_numpy_iterator():
         batch = batch.astype(np.float64)
         total = batch.sum(0) if total is None else total + batch.sum(0)
         total_sq = (batch**2).sum(0) if total_sq is None else total_sq + (batch**2).sum(0)
         count += len(batch)
+        rgb = batch.reshape(-1, 3) / 255.0
+        rgb_sum += rgb.sum(0)
+        rgb_outer += rgb.T @ rgb
     if not count:
         raise UsageError(f"dataset {source.name!r} has no training images")
     mean = total / count
     channel_mean = mean.mean(axis=(0, 1))
     channel_var = (total_sq / count).mean(axis=(0, 1)) - channel_mean**2
-    return mean.astype(np.float32), np.sqrt(np.maximum(channel_var, 1e-6)).astype(np.float32)
+    pixels = count * mean.shape[0] * mean.shape[1]
+    rgb_mean = rgb_sum / pixels
+    covariance = rgb_outer / pixels - np.outer(rgb_mean, rgb_mean)
+    eigval, eigvec = np.linalg.eigh(covariance)  # ascending
+    order = np.argsort(eigval)[::-1]
+    return ImageStatistics(mean.astype(np.float32),
+                           np.sqrt(np.maximum(channel_var, 1e-6)).astype(np.float32),
+                           np.maximum(eigval[order], 0.0).astype(np.float32),
+                           eigvec[:, order].astype(np.float32))

@@ -199,7 +199,10 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         if not cfg.eval_only:
             atomic_write_json(model_dir / RUN_CONFIG, run_config)
 
-    pixel_mean, channel_std = data_lib.image_statistics(source, aug, cfg.mean_images)
+    stats = data_lib.image_statistics(source, aug, cfg.mean_images)
+    pixel_mean, channel_std = stats.pixel_mean, stats.channel_std
+    if aug.lighting_std:
+        aug = aug.with_lighting(stats.rgb_eigval, stats.rgb_eigvec)
     with strategy.scope():
         model = build_model(cfg.model, input_size=cfg.input_size, classes=source.num_classes,
                             preprocessing=cfg.preprocessing, pixel_mean=pixel_mean,

@@ -4,6 +4,7 @@ evaluation padding, the tensorflow-datasets path (mocked) and image folders."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,55 @@ def test_tfds_path_under_mock_data(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("spec", ["digits", "synthetic", "cifar10", "tfds:mnist", "folder:/"])
 def test_dataset_names_accepted(spec: str) -> None:
     data.check_dataset_name(spec)
+
+
+def test_rgb_principal_components_of_grey_digits() -> None:
+    """Digits are grey (R = G = B): one principal component, along (1, 1, 1)/sqrt(3), holding
+    3x the grey variance; the other two vanish."""
+    source = data.open_source("digits", input_size=16)
+    aug = data.Augmentation.from_recipe({"type": "none"}, 16, False)
+    stats = data.image_statistics(source, aug, 500)
+    grey = data.load_digits_arrays(16)[0][:500, ..., 0] / 255.0
+    assert stats.rgb_eigval[0] == pytest.approx(3 * grey.var(), rel=1e-4)
+    assert np.all(stats.rgb_eigval[1:] < 1e-6 * stats.rgb_eigval[0])
+    np.testing.assert_allclose(np.abs(stats.rgb_eigvec[:, 0]), np.full(3, 3**-0.5), atol=1e-5)
+    assert stats.pixel_mean.shape == (16, 16, 3)
+
+
+def test_pca_lighting_adds_one_rgb_shift_per_image_along_principal_components() -> None:
+    """Sec. 3.4's colour augmentation (Krizhevsky et al. 2012): image + 255 P (alpha * lambda),
+    alpha ~ N(0, 0.1), the same shift at every pixel, reproducible from the seed."""
+    eigvec = np.linalg.qr(np.random.RandomState(0).normal(size=(3, 3)))[0]
+    eigval = np.array([0.2, 0.02, 0.004])
+    aug = data.Augmentation.from_recipe(
+        {"type": "pad_crop_flip", "pad": 0, "color": {"type": "pca_lighting", "std": 0.1}},
+        8, False).with_lighting(eigval, eigvec)
+    image = tf.fill((8, 8, 3), 100.0)
+    coefficients = []
+    for i in range(400):
+        out = data.train_transform(image, aug, tf.constant([5, i], tf.int64)).numpy() - 100.0
+        np.testing.assert_allclose(out, np.broadcast_to(out[0, 0], out.shape), atol=1e-4)
+        coefficients.append(eigvec.T @ out[0, 0] / 255.0)  # = alpha * lambda
+    spread = np.std(coefficients, axis=0) / (0.1 * eigval)
+    np.testing.assert_allclose(spread, 1.0, atol=0.15)
+    again = data.train_transform(image, aug, tf.constant([5, 7], tf.int64)).numpy() - 100.0
+    np.testing.assert_allclose(again[0, 0], 255.0 * eigvec @ coefficients[7], rtol=1e-4)
+    plain = data.Augmentation.from_recipe({"type": "pad_crop_flip", "pad": 0}, 8, False)
+    assert plain.lighting_std == 0.0
+    np.testing.assert_array_equal(
+        data.train_transform(image, plain, tf.constant([5, 7], tf.int64)).numpy(), image.numpy())
+    with pytest.raises(data.UsageError, match="unknown color augmentation 'hsv'"):
+        data.Augmentation.from_recipe({"type": "auto", "color": {"type": "hsv"}}, 8, False)
+    with pytest.raises(ValueError, match="with_lighting"):
+        data.train_transform(image, replace(aug, eigval=()), tf.constant([1, 2], tf.int64))
+
+
+def test_imagenet_recipe_with_colour_augmentation_trains_end_to_end(tmp_path: Path, th) -> None:
+    run = tmp_path / "run"
+    done = th.run_cli([*th.TINY, "--dataset", "digits", "--recipe", "imagenet", "--batch-size",
+                       "16", "--steps", "3", "--model-dir", str(run)])
+    assert done.returncode == 0, done.stderr
+    config = json.loads((run / "run_config.json").read_text())
+    assert config["identity"]["recipe_version"] == 2
+    assert config["config"]["augmentation"]["color"] == {"type": "pca_lighting", "std": 0.1}
+    assert th.metrics(run)["step"] == 3

@@ -54,6 +54,7 @@ def test_imagenet_and_modern_recipes() -> None:
     cfg = _config("--model", "resnet50", family="imagenet")
     assert cfg.recipe == "imagenet" and cfg.batch_size == 256 and cfg.input_size == 224
     assert cfg.augmentation["min_side"] == 256 and cfg.augmentation["max_side"] == 480
+    assert cfg.augmentation["color"] == {"type": "pca_lighting", "std": 0.1}  # sec. 3.4
     modern = _config("--model", "resnet50", "--recipe", "modern", "--steps", "1000",
                      family="imagenet")
     assert modern.label_smoothing == 0.1 and modern.zero_init_residual
