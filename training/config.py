@@ -163,8 +163,8 @@ def resolve_config(args: Any, family: str) -> TrainConfig:
         zero_init_residual=bool(recipe.get("zero_init_residual", False)),
         augmentation=dict(recipe["augmentation"]), preprocessing=recipe["preprocessing"],
         flip=args.flip, data_dir=args.data_dir, download=args.download, strategy=args.strategy,
-        precision=args.precision, jit=args.jit, batch_norm=args.batch_norm, checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints, eval_every=args.eval_every or 0,
+        precision=args.precision, jit=args.jit, batch_norm=args.batch_norm,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, eval_every=args.eval_every or 0,
         eval_examples=args.eval_examples, seed=args.seed, log_every=args.log_every,
         cache=args.cache, shuffle_buffer=args.shuffle_buffer,
         mean_images=args.mean_images, eval_only=args.eval_only)

@@ -463,12 +463,11 @@ def image_statistics(source: Source, aug: Augmentation, max_images: int) -> Imag
     ds = source.examples("train", 0, 1, max_images)
     ds = ds.map(lambda raw, y: eval_transform(source.decode(raw), aug),
                 num_parallel_calls=tf.data.AUTOTUNE).batch(256)
-    total, total_sq, count = None, None, 0
+    total, count = None, 0
     rgb_sum, rgb_outer = np.zeros(3), np.zeros((3, 3))
     for batch in ds.as_numpy_iterator():
         batch = batch.astype(np.float64)
         total = batch.sum(0) if total is None else total + batch.sum(0)
-        total_sq = (batch**2).sum(0) if total_sq is None else total_sq + (batch**2).sum(0)
         count += len(batch)
         rgb = batch.reshape(-1, 3) / 255.0
         rgb_sum += rgb.sum(0)
@@ -476,11 +475,10 @@ def image_statistics(source: Source, aug: Augmentation, max_images: int) -> Imag
     if not count:
         raise UsageError(f"dataset {source.name!r} has no training images")
     mean = total / count
-    channel_mean = mean.mean(axis=(0, 1))
-    channel_var = (total_sq / count).mean(axis=(0, 1)) - channel_mean**2
     pixels = count * mean.shape[0] * mean.shape[1]
     rgb_mean = rgb_sum / pixels
-    covariance = rgb_outer / pixels - np.outer(rgb_mean, rgb_mean)
+    covariance = rgb_outer / pixels - np.outer(rgb_mean, rgb_mean)  # of values in [0, 1]
+    channel_var = np.diag(covariance) * 255.0**2
     eigval, eigvec = np.linalg.eigh(covariance)  # ascending
     order = np.argsort(eigval)[::-1]
     return ImageStatistics(mean.astype(np.float32),

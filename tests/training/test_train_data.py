@@ -171,7 +171,9 @@ def test_rgb_principal_components_of_grey_digits() -> None:
     assert stats.rgb_eigval[0] == pytest.approx(3 * grey.var(), rel=1e-4)
     assert np.all(stats.rgb_eigval[1:] < 1e-6 * stats.rgb_eigval[0])
     np.testing.assert_allclose(np.abs(stats.rgb_eigvec[:, 0]), np.full(3, 3**-0.5), atol=1e-5)
-    assert stats.pixel_mean.shape == (16, 16, 3)
+    np.testing.assert_allclose(stats.channel_std, np.full(3, 255.0 * grey.astype(np.float64).std()),
+                               rtol=1e-5)
+    np.testing.assert_allclose(stats.pixel_mean[..., 0], 255.0 * grey.mean(0), rtol=1e-5, atol=1e-3)
 
 
 def test_pca_lighting_adds_one_rgb_shift_per_image_along_principal_components() -> None:
