@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import UsageError, VerificationFailed
 from .manifest import FORMATS, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
+from .onnx_export import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 from .verify import DEFAULT_MIN_AGREEMENT
 
 QUANTIZE_MODES = {"float16": "float16", "dynamic": "dynamic_int8", "int8": "int8"}
@@ -36,6 +37,7 @@ class ExportOptions:
     samples: int = DEFAULT_SAMPLES
     opset: int = DEFAULT_OPSET
     nchw: bool = False
+    int8_scheme: str = DEFAULT_INT8_SCHEME
     weights: str | None = None
     classes: int | None = None
     input_size: int | None = None
@@ -67,6 +69,9 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
     if "onnx" in options.formats and not MIN_OPSET <= options.opset <= max_opset():
         raise UsageError(f"opset {options.opset} out of range; tf2onnx and the int8 "
                          f"quantizer support {MIN_OPSET}..{max_opset()}")
+    if options.int8_scheme not in INT8_SCHEMES:
+        raise UsageError(f"unknown --onnx-int8-scheme {options.int8_scheme!r}; choose from "
+                         f"{', '.join(INT8_SCHEMES)}")
     if options.nchw and "onnx" not in options.formats:
         raise UsageError("--nchw applies to the onnx format only")
     if "int8" in options.quantize and not options.calibration:
@@ -215,6 +220,8 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
            x_eval: np.ndarray, y_eval: np.ndarray | None, eval_spec: dict[str, Any],
            log: Any) -> dict[str, Any]:
     """Write every artifact into ``staging`` and return the manifest (not yet written)."""
+    from keras_resnet.cpu import cpu_info
+
     from .bench import median_latency_ms
     from .verify import compare, keras_predict, make_runner, run_batched
 
@@ -282,7 +289,12 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
         if sm_rel != "saved_model":
             shutil.rmtree(staging / sm_rel)
     if "onnx" in options.formats:
-        from .onnx_export import convert_onnx, describe_onnx, quantize_onnx_int8
+        from .onnx_export import (
+            convert_onnx,
+            describe_onnx,
+            int8_structure,
+            quantize_onnx_int8,
+        )
 
         layout = "NCHW" if options.nchw else "NHWC"
         t0 = time.perf_counter()
@@ -294,9 +306,11 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
             t0 = time.perf_counter()
             onnx_calib = calib.transpose(0, 3, 1, 2) if options.nchw else calib
             quantize_onnx_int8(staging / "model.onnx", staging / "model_int8.onnx",
-                               onnx_calib, metadata)
+                               onnx_calib, metadata, options.int8_scheme)
+            structure = int8_structure(staging / "model_int8.onnx")
             record("onnx", "int8", "model_int8.onnx",
-                   {"layout": layout, **describe_onnx(staging / "model_int8.onnx")},
+                   {"layout": layout, **describe_onnx(staging / "model_int8.onnx"),
+                    "int8": {"scheme": options.int8_scheme, **structure}},
                    time.perf_counter() - t0)
         skipped = [m for m in options.quantize if m != "int8"]
         if skipped:
@@ -319,6 +333,7 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
         "options": {k: v for k, v in asdict(options).items() if k not in ("force",)},
         "evaluation": eval_spec,
         "tools": tool_versions(),
+        "cpu": cpu_info(),
         "reference": reference_files,
         "artifacts": artifacts,
         "notes": notes,

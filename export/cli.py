@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from .errors import ExportError, UsageError
+from .onnx_export import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
 QUANTIZE_HELP = "float16,dynamic,int8 (TFLite gets all; ONNX gets int8)"
 
@@ -104,6 +105,9 @@ def export_parser() -> argparse.ArgumentParser:
                    "calibration and evaluation sources (default 100)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--nchw", action="store_true", help="ONNX input in NCHW layout")
+    p.add_argument("--onnx-int8-scheme", choices=list(INT8_SCHEMES), default=DEFAULT_INT8_SCHEME,
+                   help="int8 ONNX types (default u8s8-7bit: cannot saturate on any CPU; "
+                        "see docs/export.md)")
     p.add_argument("--min-agreement", type=float, default=0.98,
                    help="least top-1 agreement of int8 models with Keras (default 0.98)")
     p.add_argument("--labels", metavar="FILE", help="class names: JSON list or text lines")
@@ -153,6 +157,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         options = ExportOptions(
             formats=args.formats, quantize=args.quantize, calibration=args.calibration,
             data=args.data, samples=args.samples, opset=args.opset, nchw=args.nchw,
+            int8_scheme=args.onnx_int8_scheme,
             weights=args.weights, classes=args.classes, input_size=args.input_size,
             labels=args.labels, builder=_builder_options(args),
             min_agreement=args.min_agreement, force=args.force, threads=args.threads)
@@ -204,6 +209,8 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         args = p.parse_args(argv)
+        from keras_resnet.cpu import cpu_line
+
         from .verify import verify_dir
 
         report = verify_dir(args.directory, data=args.data, samples=args.samples,
@@ -211,6 +218,7 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps(report, indent=2))
         else:
+            print(f"CPU: {cpu_line(report['cpu'])}")
             for result in report["artifacts"]:
                 state = "ok" if result["passed"] else "FAILED"
                 shown = {k: round(v, 6) if isinstance(v, float) else v

@@ -118,6 +118,7 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
     agreement; without ``data``, on the export's recorded evaluation source.
     """
     import keras_resnet
+    from keras_resnet.cpu import cpu_info
 
     from .calibration import load_images, parse_source
     from .source import preprocess_fn
@@ -135,7 +136,7 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
               and not any(k.startswith("reference") for k in broken))
     if not usable:
         problems.append("reference Keras model or parity inputs unusable: parity not rerun")
-        return {"passed": False, "problems": problems, "artifacts": results}
+        return {"passed": False, "problems": problems, "artifacts": results, "cpu": cpu_info()}
     model = keras_resnet.load_model(directory / keras_entry["path"])  # safe_mode
     x = np.load(directory / parity_entry["path"])
     parity_count = len(x)
@@ -165,7 +166,8 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
             problems.append(f"{key}: parity check failed {_summary(figures)}")
         results.append({"artifact": key, **figures})
     return {"passed": not problems, "problems": problems, "artifacts": results,
-            "data": str(eval_source) if eval_source else "stored parity batch"}
+            "data": str(eval_source) if eval_source else "stored parity batch",
+            "cpu": cpu_info(), "exported_on": manifest.get("cpu")}
 
 
 def _summary(figures: dict[str, Any]) -> str:

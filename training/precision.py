@@ -3,7 +3,7 @@ mixed_bfloat16 on TPUs and on CPUs with AVX512_BF16 or AMX, float32 otherwise.""
 
 from __future__ import annotations
 
-from pathlib import Path
+from keras_resnet.cpu import has_flag
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
@@ -11,15 +11,7 @@ _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
 
 def cpu_has_bf16() -> bool:
     """True when the CPU advertises native bfloat16 (AVX512_BF16 or AMX) in /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return any(f in flags for f in _BF16_CPU_FLAGS)
-    return False
+    return has_flag(*_BF16_CPU_FLAGS)
 
 
 def resolve_precision(requested: str, device_kind: str) -> str:

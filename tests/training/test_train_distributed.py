@@ -40,7 +40,7 @@ def test_mirrored_on_two_logical_cpus(tmp_path: Path, th) -> None:
     proc = _start(script, 2, tmp_path / "w.npy",
                   [*th.TINY, "--steps", "10", "--strategy", "mirrored", "--model-dir", str(out),
                    "--seed", "3"], th.train_env(), th.REPO)
-    log, _ = proc.communicate(timeout=240)
+    log, _ = proc.communicate(timeout=1200)
     assert proc.returncode == 0, log
     m = th.metrics(out)
     assert (m["num_replicas"], m["strategy"], m["step"]) == (2, "mirrored", 10)
@@ -64,7 +64,7 @@ def test_multi_worker_two_processes_end_identical(tmp_path: Path, th) -> None:
     logs = []
     try:
         for proc in procs:
-            logs.append(proc.communicate(timeout=300)[0])
+            logs.append(proc.communicate(timeout=1200)[0])
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -1,0 +1,151 @@
+"""``python -m export.int8_schemes DIR``: every int8 ONNX scheme side by side.
+
+Quantizes the float32 ``model.onnx`` of an export directory once per scheme of
+``INT8_SCHEMES`` with the export's own calibration images, then reports for each: top-1
+agreement with float32, test top-1 (labelled data), largest output difference, batch-1
+latency (timed round-robin in this process), the largest |weight| and whether the file can
+saturate a 16-bit sum. ``--emulate`` reruns every int8 file on an emulated AVX2 CPU (qemu)
+and reports its agreement there: the figures of a CPU without VNNI, from any x86 machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def export_inputs(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
+    """The export's calibration inputs (train split), evaluation inputs and labels (test
+    split), model-ready, and whether its ONNX files take NCHW."""
+    from .calibration import load_labeled
+    from .manifest import read_manifest
+    from .source import preprocess_fn
+
+    manifest = read_manifest(directory)
+    options, spec = manifest["options"], manifest["input"]
+    size = tuple(spec["shape"][1:3])
+    prepare = preprocess_fn(spec["preprocessing"], spec["preprocessing_in_model"])
+    calibration = options.get("calibration") or "synthetic"
+    pixels, _ = load_labeled(calibration, options["samples"], size, options["seed"], "train")
+    evaluation = manifest["evaluation"]
+    x_eval, y_eval = load_labeled(evaluation["source"], evaluation["samples"], size,
+                                  evaluation["seed"], "test")
+    nchw = any(a.get("layout") == "NCHW" for a in manifest["artifacts"])
+    return prepare(pixels), prepare(x_eval), y_eval, nchw
+
+
+def compare_schemes(directory: Path, schemes: Sequence[str], runs: int, threads: int,
+                    emulate: bool, log: Any = print) -> list[dict[str, Any]]:
+    """One row of figures per scheme, plus the float32 file's own row first."""
+    from .benchmark import interleaved_latency_ms
+    from .onnx_export import OnnxRunner, int8_structure, quantize_onnx_int8
+
+    calib, x_eval, y_eval, nchw = export_inputs(directory)
+    if nchw:
+        calib, x_eval = calib.transpose(0, 3, 1, 2), x_eval.transpose(0, 3, 1, 2)
+    float_path = directory / "model.onnx"
+    scratch = tempfile.TemporaryDirectory(prefix="int8-schemes-")
+    paths = {"float32": float_path}
+    for scheme in schemes:
+        log(f"quantizing {scheme} ...")
+        paths[scheme] = Path(scratch.name) / f"{scheme}.onnx"
+        quantize_onnx_int8(float_path, paths[scheme], calib, {}, scheme)
+    runners = {name: OnnxRunner(path, threads) for name, path in paths.items()}
+    outputs = {name: np.concatenate([run(x_eval[i:i + 32]) for i in range(0, len(x_eval), 32)])
+               for name, run in runners.items()}
+    latency = interleaved_latency_ms(runners, x_eval[:1], runs)
+    rows = []
+    for name, out in outputs.items():
+        row = {"scheme": name, **_figures(outputs["float32"], out, y_eval),
+               "latency_ms": latency[name]}
+        if name != "float32":
+            row.update(int8_structure(paths[name]))
+            if emulate:
+                log(f"running {name} on an emulated AVX2 CPU ...")
+                row["emulated_avx2"] = _figures(outputs["float32"],
+                                                _emulated(paths[name], x_eval), y_eval)
+        rows.append(row)
+    scratch.cleanup()
+    return rows
+
+
+def _emulated(path: Path, x: np.ndarray) -> np.ndarray:
+    from .emulation import run_onnx_emulated
+
+    return run_onnx_emulated(path, x)
+
+
+def _figures(reference: np.ndarray, out: np.ndarray, labels: np.ndarray | None
+             ) -> dict[str, Any]:
+    figures = {"top1_agreement": float(np.mean(reference.argmax(1) == out.argmax(1))),
+               "max_abs_diff": float(np.max(np.abs(reference - out)))}
+    if labels is not None and out.shape[-1] == int(labels.max()) + 1:
+        figures["test_top1"] = float(np.mean(out.argmax(1) == labels))
+    return figures
+
+
+def report(rows: list[dict[str, Any]], title: str) -> str:
+    """The side-by-side table."""
+    header = (f"{'scheme':10} {'agree':>7} {'top-1':>7} {'max|d|':>7} {'ms':>7} "
+              f"{'max|w|':>6} {'worst sum':>9} {'safe':>5} {'AVX2 agree':>10} {'AVX2 top-1':>10}")
+    lines = [title, "", header, "-" * len(header)]
+    for row in rows:
+        emulated = row.get("emulated_avx2", {})
+        cells = [f"{row['scheme']:10}", _pct(row["top1_agreement"]), _pct(row.get("test_top1")),
+                 f"{row['max_abs_diff']:7.3f}", f"{row['latency_ms']:7.2f}",
+                 f"{row.get('max_abs_weight', ''):>6}",
+                 f"{row.get('vpmaddubsw_worst_sum') or '':>9}",
+                 f"{'' if 'saturation_free' not in row else 'yes' if row['saturation_free'] else 'no':>5}",
+                 f"{_pct(emulated.get('top1_agreement')):>10}",
+                 f"{_pct(emulated.get('test_top1')):>10}"]
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return f"{'':>7}" if value is None else f"{value * 100:6.2f}%"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry."""
+    from keras_resnet.cpu import cpu_line
+
+    from .onnx_export import INT8_SCHEMES
+
+    p = argparse.ArgumentParser(prog="python -m export.int8_schemes", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", type=Path, help="an export directory holding model.onnx")
+    p.add_argument("--schemes", default=",".join(INT8_SCHEMES),
+                   help=f"comma-separated subset of {', '.join(INT8_SCHEMES)}")
+    p.add_argument("--runs", type=int, default=30, help="timed batch-1 calls per file")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--emulate", action="store_true",
+                   help="also run every int8 file on an emulated AVX2 CPU (qemu-user)")
+    p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    schemes = [s for s in args.schemes.split(",") if s]
+    unknown = [s for s in schemes if s not in INT8_SCHEMES]
+    if unknown or not schemes:
+        p.error(f"--schemes: unknown {unknown}; choose from {', '.join(INT8_SCHEMES)}")
+    if not (args.directory / "model.onnx").is_file():
+        p.error(f"{args.directory} has no model.onnx (export with the onnx format)")
+    if args.runs < 1 or args.threads < 1:
+        p.error("--runs and --threads must be at least 1")
+    rows = compare_schemes(args.directory, schemes, args.runs, args.threads, args.emulate)
+    title = (f"{args.directory}: int8 ONNX schemes against float32, batch-1 latency with "
+             f"{args.threads} threads\nmeasured on: {cpu_line()}")
+    print(report(rows, title))
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": cpu_line(), "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
