@@ -166,8 +166,11 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps(manifest, indent=2))
         else:
+            from keras_resnet.cpu import cpu_line
+
             print(artifact_table(manifest))
-            print(f"wrote {args.output} in {manifest['export_seconds']:.1f} s")
+            print(f"wrote {args.output} in {manifest['export_seconds']:.1f} s; figures measured "
+                  f"on {cpu_line(manifest['cpu'])}")
         return 0
 
     return _run(body)
