@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import keras_resnet
 from training.fused_norm import FusedBatchNormalization, with_fused_batch_norm
+from training.precision import cpu_has_bf16
 
 
 def _step(model, x):
@@ -128,6 +129,11 @@ def test_checkpoints_resume_across_batch_norm_kernels_and_model_keras_is_stock(
 @pytest.mark.skipif(os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0"
                     or platform.machine().lower() not in ("x86_64", "amd64"),
                     reason="needs TensorFlow's oneDNN kernels (x86, TF_ENABLE_ONEDNN_OPTS on)")
+@pytest.mark.skipif(not cpu_has_bf16(), reason=(
+    "the bfloat16 kernels this checks exist only on CPUs with AVX512_BF16 or AMX, where "
+    "--precision auto trains in mixed_bfloat16; elsewhere TensorFlow picks other kernels (an "
+    "AVX2-only EPYC ran a oneDNN batch norm for Keras' layer; an emulated AVX2 CPU ran no "
+    "oneDNN convolution or batch norm at all) and the trainer trains in float32"))
 def test_fused_layer_reaches_onednn_batch_norm_kernel_and_keras_layer_does_not() -> None:
     """The roofline tool's per-primitive timing: the fused layer really runs oneDNN's batch
     norm (forward and backward); Keras' layer runs none (element-wise ops)."""
