@@ -4,6 +4,7 @@ check parity, int8 agreement, the manifest, verify (with tampering) and bench.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -318,3 +319,18 @@ def test_bench_reports_every_artifact_and_keras(exported: Path,
     assert bench_main([str(exported), "--batch", "2", "--runs", "2", "--no-keras"]) == 0
     table = capsys.readouterr().out
     assert "model_int8.onnx" in table and "img/s @ batch 2" in table
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_RESNET_ARM64") != "1", reason=(
+    "opt-in (KERAS_RESNET_ARM64=1): builds an arm64 Python from Debian's packages and PyPI's "
+    "arm64 wheels (about 60 MB, once) and runs every TFLite/ONNX file under qemu-aarch64"))
+@pytest.mark.parametrize("cpu", ["neoverse-n1", "cortex-a72"])
+def test_every_file_agrees_with_keras_on_an_emulated_arm64_board(exported: Path,
+                                                                  cpu: str) -> None:
+    from export.arm64 import check_dir, prepare
+
+    rows = check_dir(exported, prepare(cpu=cpu), samples=20)
+    assert [r["artifact"].split(" ")[0] for r in rows] == [
+        "tflite/float32", "tflite/float16", "tflite/dynamic_int8", "tflite/int8",
+        "onnx/float32", "onnx/int8"]
+    assert all(r["passed"] for r in rows), rows
