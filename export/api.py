@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import UsageError, VerificationFailed
 from .manifest import FORMATS, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
-from .onnx_export import DEFAULT_INT8_SCHEME, INT8_SCHEMES
+from .onnx_int8 import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 from .verify import DEFAULT_MIN_AGREEMENT
 
 QUANTIZE_MODES = {"float16": "float16", "dynamic": "dynamic_int8", "int8": "int8"}
@@ -289,12 +289,8 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
         if sm_rel != "saved_model":
             shutil.rmtree(staging / sm_rel)
     if "onnx" in options.formats:
-        from .onnx_export import (
-            convert_onnx,
-            describe_onnx,
-            int8_structure,
-            quantize_onnx_int8,
-        )
+        from .onnx_export import convert_onnx, describe_onnx
+        from .onnx_int8 import int8_structure, quantize_onnx_int8
 
         layout = "NCHW" if options.nchw else "NHWC"
         t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from .errors import ExportError, UsageError
-from .onnx_export import DEFAULT_INT8_SCHEME, INT8_SCHEMES
+from .onnx_int8 import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
 QUANTIZE_HELP = "float16,dynamic,int8 (TFLite gets all; ONNX gets int8)"
 

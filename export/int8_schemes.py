@@ -45,7 +45,8 @@ def compare_schemes(directory: Path, schemes: Sequence[str], runs: int, threads:
                     emulate: bool, log: Any = print) -> list[dict[str, Any]]:
     """One row of figures per scheme, plus the float32 file's own row first."""
     from .benchmark import interleaved_latency_ms
-    from .onnx_export import OnnxRunner, int8_structure, quantize_onnx_int8
+    from .onnx_export import OnnxRunner
+    from .onnx_int8 import int8_structure, quantize_onnx_int8
 
     calib, x_eval, y_eval, nchw = export_inputs(directory)
     if nchw:
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry."""
     from keras_resnet.cpu import cpu_line
 
-    from .onnx_export import INT8_SCHEMES
+    from .onnx_int8 import INT8_SCHEMES
 
     p = argparse.ArgumentParser(prog="python -m export.int8_schemes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

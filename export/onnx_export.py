@@ -1,9 +1,8 @@
-"""ONNX export through tf2onnx, onnxruntime static int8 quantization, and an
-onnxruntime runner."""
+"""ONNX export through tf2onnx, float16 conversion, and an onnxruntime runner (int8
+quantization: :mod:`export.onnx_int8`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +10,6 @@ import numpy as np
 
 INPUT_NAME = "input"
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear need opset 13
-#: Ops quantized in the int8 model. Softmax stays float so the output keeps full
-#: probability resolution; everything heavy (Conv, MatMul/Gemm, Add) is int8.
-QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Add", "MaxPool", "GlobalAveragePool",
-                 "AveragePool", "Relu", "Clip", "Mul", "Pad", "Concat", "Reshape", "Squeeze",
-                 "Transpose", "Flatten"]
-
-
 def max_opset() -> int:
     """The highest opset both tf2onnx and onnxruntime support."""
     from tf2onnx import constants
@@ -66,144 +58,6 @@ def describe_onnx(path: Path) -> dict[str, Any]:
             "output": {"name": proto.graph.output[0].name, "shape": dims(proto.graph.output[0])},
             "opset": opset, "ops": dict(sorted(ops.items())),
             "metadata_props": {p.key: p.value for p in proto.metadata_props}}
-
-
-@dataclass(frozen=True)
-class Int8Scheme:
-    """One onnxruntime static-quantization setting: activation and weight types, and
-    whether weights use 7 of their 8 bits (``reduce_range``)."""
-
-    activations: str  # "uint8" or "int8"
-    weights: str  # "int8" or "uint8"
-    reduce_range: bool
-    summary: str
-
-
-#: The int8 ONNX schemes the exporter can write (docs/export.md, "int8 on every CPU").
-#: u8s8 runs on onnxruntime's fastest x86 kernels, which multiply uint8 activations by int8
-#: weights with VPMADDUBSW where the CPU has no VNNI: that instruction adds two products into
-#: a saturating 16-bit sum, 2 * 255 * 127 > 32767. 7-bit weights (|w| <= 64) keep every such
-#: sum within int16 (2 * 255 * 64 = 32640), so the default file gives the same outputs on
-#: every x86 CPU; on VNNI and ARM dot-product kernels it costs one bit of weight precision.
-INT8_SCHEMES: dict[str, Int8Scheme] = {
-    "u8s8-7bit": Int8Scheme("uint8", "int8", True, "uint8 activations, 7-bit int8 per-channel "
-                            "weights: cannot saturate on any CPU (default)"),
-    "u8s8": Int8Scheme("uint8", "int8", False, "uint8 activations, 8-bit int8 weights: "
-                       "saturates on x86 CPUs without VNNI"),
-    "s8s8": Int8Scheme("int8", "int8", False, "int8 activations and weights (onnxruntime's "
-                       "default types)"),
-    "u8u8": Int8Scheme("uint8", "uint8", False, "uint8 activations and weights: no "
-                       "saturation, but no VNNI kernel"),
-}
-DEFAULT_INT8_SCHEME = "u8s8-7bit"
-#: The largest sum VPMADDUBSW can hold (signed 16-bit) and its uint8 operand's largest value.
-INT16_MAX = 32767
-UINT8_MAX = 255
-
-
-def quantize_onnx_int8(float_path: Path, out_path: Path, calibration: np.ndarray,
-                       metadata: dict[str, str], scheme: str = DEFAULT_INT8_SCHEME) -> None:
-    """Static int8 quantization with onnxruntime in QDQ form, per-channel weights, MinMax
-    calibration on ``calibration`` (model-ready inputs in the model's layout).
-
-    onnxruntime fuses each DequantizeLinear -> Conv -> QuantizeLinear into a QLinearConv;
-    ``scheme`` (a key of INT8_SCHEMES) picks the types, see docs/export.md.
-    """
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    chosen = INT8_SCHEMES[scheme]
-    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    samples = np.asarray(calibration, np.float32)
-    input_name = onnx.load(str(float_path), load_external_data=False).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter(range(0, len(samples), 8))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            start = next(self._batches, None)
-            return None if start is None else {input_name: samples[start:start + 8]}
-
-    quantize_static(
-        str(float_path), str(out_path), Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=types[chosen.activations],
-        weight_type=types[chosen.weights],
-        per_channel=True,
-        reduce_range=chosen.reduce_range,
-        op_types_to_quantize=QUANTIZED_OPS,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    proto = onnx.load(str(out_path))
-    set_metadata(proto, {**metadata, "int8_scheme": scheme})
-    onnx.save(proto, str(out_path))
-
-
-def int8_structure(path: Path) -> dict[str, Any]:
-    """What the int8 file's own tensors say about 16-bit saturation, on any CPU.
-
-    For every quantized Conv/MatMul/Gemm: the integer types of its activation and weight
-    inputs and the largest |weight|. Where uint8 activations meet int8 weights (the u8s8
-    kernels), the worst pair sum of VPMADDUBSW is 2 * 255 * max|w| and must be <= 32767.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(path), load_external_data=False)
-    graph = proto.graph
-    initializers = {t.name: t for t in graph.initializer}
-    dequantized = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
-    layers, activation_types, weight_types, max_abs = 0, set(), set(), 0
-    for node in graph.node:
-        if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2:
-            continue
-        source, weight = dequantized.get(node.input[0]), dequantized.get(node.input[1])
-        if source is None or weight is None or weight.input[0] not in initializers:
-            continue
-        values = numpy_helper.to_array(initializers[weight.input[0]])
-        layers += 1
-        weight_types.add(values.dtype.name)
-        activation_types.add(_zero_point_type(source, initializers))
-        centred = values.astype(np.int32) - _zero_points(weight, initializers, values.ndim)
-        max_abs = max(max_abs, int(np.max(np.abs(centred))))
-    u8s8 = activation_types == {"uint8"} and weight_types == {"int8"}
-    worst = 2 * UINT8_MAX * max_abs if u8s8 else None
-    return {"quantized_layers": layers, "activation_types": sorted(activation_types),
-            "weight_types": sorted(weight_types), "max_abs_weight": max_abs,
-            "vpmaddubsw_worst_sum": worst,
-            "saturation_free": (worst is not None and worst <= INT16_MAX)
-            or activation_types == weight_types == {"uint8"}}
-
-
-def _zero_points(node: Any, initializers: dict[str, Any], ndim: int) -> np.ndarray:
-    """A DequantizeLinear's zero points shaped to broadcast along its ``axis``."""
-    from onnx import helper, numpy_helper
-
-    if len(node.input) < 3 or node.input[2] not in initializers:
-        return np.zeros((), np.int32)
-    zero = numpy_helper.to_array(initializers[node.input[2]]).astype(np.int32)
-    if zero.ndim == 0:
-        return zero
-    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
-    shape = [1] * ndim
-    shape[axis % ndim] = zero.size
-    return zero.reshape(shape)
-
-
-def _zero_point_type(node: Any, initializers: dict[str, Any]) -> str:
-    """The integer type of a DequantizeLinear's input, read from its zero point."""
-    from onnx import numpy_helper
-
-    if len(node.input) > 2 and node.input[2] in initializers:
-        return numpy_helper.to_array(initializers[node.input[2]]).dtype.name
-    return "int8"  # ONNX: a missing zero point means int8 with zero point 0
 
 
 class OnnxRunner:

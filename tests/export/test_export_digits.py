@@ -218,7 +218,7 @@ def test_int8_structure_reads_each_scheme_from_the_file(exported: Path, tmp_path
                                                         safe: bool) -> None:
     """The other schemes, quantized from the same float file: full-range int8 weights are
     flagged as able to saturate; uint8 weights use kernels without 16-bit sums."""
-    from export.onnx_export import int8_structure, quantize_onnx_int8
+    from export.onnx_int8 import int8_structure, quantize_onnx_int8
 
     calib, _ = digits_arrays(32, split="train")
     path = tmp_path / f"{scheme}.onnx"
@@ -267,7 +267,8 @@ def test_emulated_avx2_cpu_reproduces_saturation_of_8_bit_weights(
     """The control for the test above: a full-range u8s8 file gives other outputs on the
     emulated AVX2 CPU than on a VNNI CPU, so the emulation really runs saturating kernels."""
     from export.emulation import run_onnx_emulated
-    from export.onnx_export import OnnxRunner, quantize_onnx_int8
+    from export.onnx_export import OnnxRunner
+    from export.onnx_int8 import quantize_onnx_int8
     from keras_resnet.cpu import cpu_info
 
     if not cpu_info()["int8_dot_product"]:
