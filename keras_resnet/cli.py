@@ -56,12 +56,15 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
                      for row in [header, *body])
 
 
+class _BadArgument(Exception):
+    """A command-line error, reported as one ``error: ...`` line with exit code 2."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one ``error: ...`` line and exit code 2 (no usage text)."""
+    """argparse whose errors raise :class:`_BadArgument` (no usage text)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+        raise _BadArgument(message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="registry names (default: all)")
     parser.add_argument("--family", choices=["imagenet", "cifar"])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _BadArgument as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with _quiet_native_stderr():
         import keras  # noqa: F401 - starts the backend with its start-up lines hidden
 

@@ -95,12 +95,15 @@ def has_checkpoints(model_dir: Path) -> bool:
     return directory.is_dir() and any(directory.iterdir())
 
 
-def check_writable(model_dir: Path) -> None:
-    """``model_dir`` or its nearest existing parent is a directory this process can create
-    files in (probed with an empty temporary folder, removed at once); else UsageError."""
+def check_writable(model_dir: Path, probe: bool = True) -> None:
+    """``model_dir`` or its nearest existing parent is a directory; with ``probe``, one this
+    process can create files in (tried with an empty temporary folder, removed at once).
+    Else UsageError."""
     place = next((p for p in (model_dir, *model_dir.parents) if os.path.lexists(p)), Path("."))
     if not place.is_dir():
         raise UsageError(f"--model-dir {str(model_dir)!r}: {str(place)!r} is not a directory")
+    if not probe:
+        return
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".keras-resnet-probe-", dir=place))
     except OSError as exc:
@@ -110,10 +113,17 @@ def check_writable(model_dir: Path) -> None:
 
 def check_model_dir(model_dir: Path, identity: dict[str, Any]) -> bool:
     """Validate ``model_dir`` for a run with ``identity``; True when there is something to
-    resume. Raises :class:`UsageError` for a dir holding a different run's results."""
+    resume. Raises :class:`UsageError` for a dir holding a different run's results, or one
+    that cannot be created or written (probed last, once everything else holds)."""
     if model_dir.exists() and not model_dir.is_dir():
         raise UsageError(f"--model-dir {str(model_dir)!r} is a file")
+    check_writable(model_dir, probe=False)
+    resume = _check_identity(model_dir, identity)
     check_writable(model_dir)
+    return resume
+
+
+def _check_identity(model_dir: Path, identity: dict[str, Any]) -> bool:
     config_path = model_dir / RUN_CONFIG
     results = has_checkpoints(model_dir) or (model_dir / "model.keras").exists()
     if not results:

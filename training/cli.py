@@ -225,9 +225,12 @@ def _run_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        info = json.loads(path.read_text()).get("config", {})
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"{str(path)!r} is not a readable run config ({exc})") from None
+    if not isinstance(content, dict):
+        raise UsageError(f"{str(path)!r} is not a readable run config (not a JSON object)")
+    info = content.get("config", {})
     expected = {"dataset": str, "data_dir": (str, type(None)), "augmentation": (dict, type(None))}
     if not isinstance(info, dict) or any(key in info and not isinstance(info[key], kinds)
                                          for key, kinds in expected.items()):

@@ -194,6 +194,9 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
     num_train = source.shard_size("train", 0, 1, None)
     total_steps = cfg.total_steps(num_train)
     schedule = cfg.make_schedule(total_steps)
+    # The statistics decode the first --mean-images training images: a damaged one is found
+    # here, before anything is written to the model dir.
+    stats = data_lib.image_statistics(source, aug, cfg.mean_images)
     if chief:
         model_dir.mkdir(parents=True, exist_ok=True)
         run_config = {"identity": cfg.identity(), "config": cfg.to_json(), "data_seed": seed,
@@ -202,7 +205,6 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         if not cfg.eval_only:
             atomic_write_json(model_dir / RUN_CONFIG, run_config)
 
-    stats = data_lib.image_statistics(source, aug, cfg.mean_images)
     pixel_mean, channel_std = stats.pixel_mean, stats.channel_std
     if aug.lighting_std:
         aug = aug.with_lighting(stats.rgb_eigval, stats.rgb_eigvec)
