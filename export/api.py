@@ -70,7 +70,7 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
     if options.quantize and not quantizing_formats:
         raise UsageError("--quantize needs the tflite or onnx format")
     if "onnx" in options.formats and not MIN_OPSET <= options.opset <= max_opset():
-        raise UsageError(f"opset {options.opset} out of range; tf2onnx and the int8 "
+        raise UsageError(f"--opset {options.opset} out of range; tf2onnx and the int8 "
                          f"quantizer support {MIN_OPSET}..{max_opset()}")
     if options.nchw and "onnx" not in options.formats:
         raise UsageError("--nchw applies to the onnx format only")
@@ -82,6 +82,7 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
     if options.data:
         parse_source(options.data)
     _check_numbers(model, options)
+    _check_model_argument(model)
     if options.labels and not Path(options.labels).is_file():
         raise UsageError(f"labels file {options.labels} not found")
     check_output(output, options.force, _input_paths(model, options))
@@ -111,6 +112,22 @@ def _check_numbers(model: str, options: ExportOptions) -> None:
         if options.input_size > MAX_INPUT_SIZE:
             raise UsageError(f"--input-size must be at most {MAX_INPUT_SIZE} "
                              f"(got {options.input_size})")
+
+
+def _check_model_argument(model: str) -> None:
+    """MODEL names a zoo entry or an existing ``.keras`` file."""
+    from .source import looks_like_keras_file
+
+    if not looks_like_keras_file(model):
+        if model.lower() not in _zoo_names():
+            raise UsageError(f"unknown model {model!r}; available: {', '.join(_zoo_names())}, "
+                             "or a .keras file")
+        return
+    path = Path(model)
+    if not path.is_file():
+        raise UsageError(f"model file {path} not found (and not a zoo model name)")
+    if path.suffix != ".keras":
+        raise UsageError(f"model file {path} is not a .keras file")
 
 
 def _zoo_names() -> list[str]:

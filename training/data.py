@@ -143,7 +143,7 @@ def _check_folder(root: Path, classes: list[str], lists: dict[str, tuple[list[st
 def _folder_source(path: str) -> Source:
     import tensorflow as tf
 
-    root = Path(path).expanduser()
+    root = Path(os.path.expanduser(path))
     if not root.is_dir():
         raise UsageError(f"dataset folder {str(root)!r} does not exist")
     split_dirs = {"train": root / "train", "test": root / "val"}
@@ -267,7 +267,7 @@ def check_dataset_name(spec: str) -> None:
     if spec in ("digits", "synthetic") or spec in TFDS_ALIASES:
         return
     if spec.startswith("folder:") and spec[len("folder:"):]:
-        if not Path(spec[len("folder:"):]).expanduser().is_dir():
+        if not Path(os.path.expanduser(spec[len("folder:"):])).is_dir():
             raise UsageError(f"dataset folder {spec[len('folder:'):]!r} does not exist")
         return
     if spec.startswith("tfds:") and spec[len("tfds:"):]:
