@@ -295,7 +295,7 @@ def test_api_refuses_cleanly(ctx, tools, monkeypatch: pytest.MonkeyPatch, name: 
 
 def test_corpus_size() -> None:
     """The counts the README quotes."""
-    assert (len(CLI_CASES), len(VERIFY_FAILURES), len(API_CASES)) == (0, 0, 0)
+    assert (len(CLI_CASES), len(VERIFY_FAILURES), len(API_CASES), len(SCRIPTS)) == (132, 5, 14, 6)
 
 
 SCRIPTS = [
