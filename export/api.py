@@ -169,7 +169,8 @@ def check_output(output: Path, force: bool, inputs: list[Path]) -> None:
         if _within(path.resolve(), real):
             raise UsageError(f"--force would delete {path}, an input of this export, which lies "
                              f"in {output}; choose another --output")
-    for name, place in (("the current directory", Path.cwd()), ("your home", Path.home())):
+    for name, place in (("the current directory", Path.cwd()),
+                        ("your home", Path(os.path.expanduser("~")))):
         if _within(place.resolve(), real):
             raise UsageError(f"--force will not replace {output}: it holds {name}")
     runs = [p for p in (real, *_children(real)) if (p / "run_config.json").exists()
