@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +26,9 @@ QUANTIZE_MODES = {"float16": "float16", "dynamic": "dynamic_int8", "int8": "int8
 DEFAULT_OPSET = 17
 DEFAULT_SAMPLES = 100
 PARITY_BATCH = 8
+#: Largest ``--classes`` and ``--input-size`` the exporter builds a zoo model with.
+MAX_CLASSES = 100_000
+MAX_INPUT_SIZE = 2048
 
 
 @dataclass
@@ -67,7 +72,7 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
     if options.quantize and not quantizing_formats:
         raise UsageError("--quantize needs the tflite or onnx format")
     if "onnx" in options.formats and not MIN_OPSET <= options.opset <= max_opset():
-        raise UsageError(f"opset {options.opset} out of range; tf2onnx and the int8 "
+        raise UsageError(f"--opset {options.opset} out of range; tf2onnx and the int8 "
                          f"quantizer support {MIN_OPSET}..{max_opset()}")
     if options.int8_scheme not in INT8_SCHEMES:
         raise UsageError(f"unknown --onnx-int8-scheme {options.int8_scheme!r}; choose from "
@@ -81,18 +86,114 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
         parse_source(options.calibration)
     if options.data:
         parse_source(options.data)
-    if options.samples < 1:
-        raise UsageError(f"--samples must be at least 1 (got {options.samples})")
-    if not 0.0 <= options.min_agreement <= 1.0:
-        raise UsageError(f"--min-agreement must be in 0..1 (got {options.min_agreement})")
-    if options.input_size is not None and options.input_size < 1:
-        raise UsageError(f"--input-size must be positive (got {options.input_size})")
+    _check_numbers(model, options)
+    _check_model_argument(model)
     if options.labels and not Path(options.labels).is_file():
         raise UsageError(f"labels file {options.labels} not found")
+    check_output(output, options.force, _input_paths(model, options))
+
+
+def _check_numbers(model: str, options: ExportOptions) -> None:
+    """``--samples``, ``--threads``, ``--min-agreement``, ``--classes``, ``--input-size``."""
+    from .source import looks_like_keras_file
+    from .verify import MAX_SAMPLES, check_verify_arguments
+
+    check_verify_arguments(options.samples, options.threads)
+    if options.samples is None or options.threads is None:
+        raise UsageError(f"--samples (1..{MAX_SAMPLES}) and --threads must be given")
+    if not 0.0 <= options.min_agreement <= 1.0:
+        raise UsageError(f"--min-agreement must be in 0..1 (got {options.min_agreement})")
+    if options.classes is not None and not 1 <= options.classes <= MAX_CLASSES:
+        raise UsageError(f"--classes must be in 1..{MAX_CLASSES} (got {options.classes})")
+    if options.input_size is not None:
+        least = 1
+        if not looks_like_keras_file(model) and model.lower() in _zoo_names():
+            import keras_resnet
+
+            least = keras_resnet.model_info(model)["min_input_size"]
+        if options.input_size < least:
+            raise UsageError(f"--input-size {options.input_size} is too small for {model}: at "
+                             f"least {least} (its total stride)")
+        if options.input_size > MAX_INPUT_SIZE:
+            raise UsageError(f"--input-size must be at most {MAX_INPUT_SIZE} "
+                             f"(got {options.input_size})")
+
+
+def _check_model_argument(model: str) -> None:
+    """MODEL names a zoo entry or an existing ``.keras`` file."""
+    from .source import looks_like_keras_file
+
+    if not looks_like_keras_file(model):
+        if model.lower() not in _zoo_names():
+            raise UsageError(f"unknown model {model!r}; available: {', '.join(_zoo_names())}, "
+                             "or a .keras file")
+        return
+    path = Path(model)
+    if not path.is_file():
+        raise UsageError(f"model file {path} not found (and not a zoo model name)")
+    if path.suffix != ".keras":
+        raise UsageError(f"model file {path} is not a .keras file")
+
+
+def _zoo_names() -> list[str]:
+    import keras_resnet
+
+    return keras_resnet.list_models()
+
+
+def _input_paths(model: str, options: ExportOptions) -> list[Path]:
+    """The files and folders this export reads: none may be deleted by ``--force``."""
+    from .source import looks_like_keras_file
+
+    paths = [Path(model)] if looks_like_keras_file(model) else []
+    if options.weights not in (None, "imagenet"):
+        paths.append(Path(options.weights))
+    if options.labels:
+        paths.append(Path(options.labels))
+    for spec in (options.calibration, options.data):
+        if spec and spec.startswith("folder:"):
+            paths.append(Path(spec[len("folder:"):]))
+    return paths
+
+
+def check_output(output: Path, force: bool, inputs: list[Path]) -> None:
+    """Refuse an output that cannot be a directory, or one ``--force`` must not replace:
+    a directory holding an input of the export, the current or home directory (or one
+    above them), or a training run's directory (``run_config.json`` or ``checkpoints/``)."""
+    ancestor = next((p for p in (output, *output.parents) if os.path.lexists(p)), Path("."))
+    if ancestor != output and not ancestor.is_dir():
+        raise UsageError(f"output {output}: {ancestor} is not a directory")
     if output.exists() and not output.is_dir():
         raise UsageError(f"output {output} exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not options.force:
+    if not (output.is_dir() and any(output.iterdir())):
+        return
+    if not force:
         raise UsageError(f"output directory {output} is not empty; use --force to replace it")
+    real = output.resolve()
+    for path in inputs:
+        if _within(path.resolve(), real):
+            raise UsageError(f"--force would delete {path}, an input of this export, which lies "
+                             f"in {output}; choose another --output")
+    for name, place in (("the current directory", Path.cwd()),
+                        ("your home", Path(os.path.expanduser("~")))):
+        if _within(place.resolve(), real):
+            raise UsageError(f"--force will not replace {output}: it holds {name}")
+    runs = [p for p in (real, *_children(real)) if (p / "run_config.json").exists()
+            or (p / "checkpoints").is_dir()]
+    if runs:
+        raise UsageError(f"--force will not replace {output}: it holds the training run "
+                         f"{runs[0]} (run_config.json or checkpoints/); choose another --output")
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
 
 
 def resolve_model(model: str, options: ExportOptions) -> Any:
@@ -133,24 +234,22 @@ def export_model(model: str, output: str | Path, options: ExportOptions | None =
     log = log or (lambda message: None)
     started = time.perf_counter()
     validate_options(model, output, options)
-    source = resolve_model(model, options)
-    calib, x_eval, y_eval, eval_spec = _load_data(source, options)
-
     created = _missing_parents(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the result is a normal directory
     try:
+        staging = make_staging(output)
+    except UsageError:
+        _remove(created)
+        raise
+    try:
+        source = resolve_model(model, options)
+        calib, x_eval, y_eval, eval_spec = _load_data(source, options)
         manifest = _build(source, staging, options, calib, x_eval, y_eval, eval_spec, log)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        for parent in created:
-            shutil.rmtree(parent, ignore_errors=True)
+        _remove(created)
         raise
     if manifest["status"] != "passed":
         failed = [f"{a['format']}/{a['precision']}" for a in manifest["artifacts"]
@@ -160,13 +259,70 @@ def export_model(model: str, output: str | Path, options: ExportOptions | None =
     return manifest
 
 
+def _remove(created: list[Path]) -> None:
+    for parent in created:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _tag() -> str:
+    """``PID@HOST``: whose staging folder this is, so a later export can tell stale ones."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def make_staging(output: Path) -> Path:
+    """Create the hidden staging folder ``.NAME.partial-PID@HOST.XXXX`` next to ``output``
+    (and ``output``'s missing parents) before any heavy work, after removing the staging
+    folders that killed exports into the same place left behind. An unwritable place is a
+    UsageError."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(output)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{_tag()}.",
+                                        dir=output.parent))
+    except OSError as exc:
+        raise UsageError(f"cannot write the output directory {output}: "
+                         f"{exc.strerror or exc}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the result is a normal directory
+    return staging
+
+
+_STAGING = re.compile(r"\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)@(?P<host>.+)\.[a-z0-9_]+")
+
+
+def remove_stale_staging(output: Path) -> list[Path]:
+    """Delete ``.NAME.partial-*`` and ``.NAME.old-*`` folders of ``output`` whose export
+    process (same host) is gone: what SIGKILL or a power cut leaves. Returns them."""
+    removed = []
+    host = socket.gethostname()
+    for path in output.parent.iterdir():
+        match = _STAGING.fullmatch(path.name)
+        if (match and match["name"] == output.name and match["host"] == host
+                and path.is_dir() and not path.is_symlink()
+                and not _alive(int(match["pid"]))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 def _move_into_place(staging: Path, output: Path) -> None:
     """Rename ``staging`` to ``output``; an existing ``output`` (``--force``) is moved aside
     first and deleted only after the new directory is in place."""
     if not output.exists():
         staging.rename(output)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-{_tag()}.", dir=output.parent))
     old.rmdir()
     output.rename(old)
     try:

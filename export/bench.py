@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import read_manifest
+from .errors import UsageError
+from .manifest import FORMATS, read_manifest, resolve_inside
+
+#: Largest ``--batch`` (its random inputs are held in memory) and ``--runs``.
+MAX_BATCH = 1024
+MAX_RUNS = 10000
 
 
 def median_latency_ms(fn: Callable[[np.ndarray], Any], x: np.ndarray, runs: int = 20,
@@ -36,12 +41,39 @@ def set_tf_threads(threads: int) -> None:
         pass  # already initialised: the pools keep their size
 
 
+def check_bench_arguments(batch: int, runs: int, threads: int) -> None:
+    """``batch``, ``runs`` and ``threads`` within their documented ranges, else UsageError."""
+    from .verify import MAX_THREADS
+
+    for name, value, most in (("--batch", batch, MAX_BATCH), ("--runs", runs, MAX_RUNS),
+                              ("--threads", threads, MAX_THREADS)):
+        if not 1 <= value <= most:
+            raise UsageError(f"{name} must be in 1..{most} (got {value})")
+
+
 def bench_dir(directory: str | Path, batch: int = 16, runs: int = 20, threads: int = 2,
               include_keras: bool = True) -> list[dict[str, Any]]:
     """Median batch-1 latency and batch-``batch`` throughput of every artifact.
 
     Returns one row per runtime: ``{name, format, precision, latency_ms, throughput}``.
+    Every file it loads must lie inside ``directory`` (see :func:`read_manifest`); bad
+    arguments or paths raise UsageError before anything is loaded.
     """
+    check_bench_arguments(batch, runs, threads)
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    keras_entry = manifest.get("reference", {}).get("keras_model")
+    keras_path = (resolve_inside(directory, keras_entry["path"])
+                  if include_keras and keras_entry else None)
+    for artifact in manifest["artifacts"]:
+        if artifact["format"] not in FORMATS:
+            raise UsageError(f"artifact {artifact['path']!r} has unknown format "
+                             f"{artifact['format']!r}; expected one of {', '.join(FORMATS)}")
+        if not resolve_inside(directory, artifact["path"]).exists():
+            raise UsageError(f"artifact {artifact['path']!r} is missing from {directory}; "
+                             "run keras-resnet-verify")
+    if keras_path is not None and not keras_path.is_file():
+        raise UsageError(f"reference model {keras_entry['path']!r} is missing from {directory}")
     import keras
 
     import keras_resnet
@@ -49,16 +81,13 @@ def bench_dir(directory: str | Path, batch: int = 16, runs: int = 20, threads: i
     from .verify import make_runner
 
     set_tf_threads(threads)
-    directory = Path(directory)
-    manifest = read_manifest(directory)
     shape = tuple(manifest["input"]["shape"][1:])
     rng = np.random.default_rng(0)
     x1 = rng.uniform(0, 255, (1, *shape)).astype(np.float32)
     xb = rng.uniform(0, 255, (batch, *shape)).astype(np.float32)
     entries: list[tuple[str, str, str, Callable[[np.ndarray], Any]]] = []
-    keras_entry = manifest.get("reference", {}).get("keras_model")
-    if include_keras and keras_entry:
-        model = keras_resnet.load_model(directory / keras_entry["path"])  # safe_mode
+    if keras_path is not None:
+        model = keras_resnet.load_model(keras_path)  # safe_mode
         entries.append(("keras", "keras", "float32",
                         lambda x: keras.ops.convert_to_numpy(model(x, training=False))))
     for artifact in manifest["artifacts"]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from .errors import ExportError, UsageError
+from .errors import ExportError, UsageError, VerificationFailed
 from .onnx_int8 import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
 QUANTIZE_HELP = "float16,dynamic,int8 (TFLite gets all; ONNX gets int8)"
@@ -209,12 +209,14 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--data", metavar="SOURCE", help="digits | tfds:NAME | folder:PATH | "
                        "synthetic (default: the export's evaluation source)")
         p.add_argument("--samples", type=int, help="images drawn from --data")
-        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--threads", type=int, default=2, help="threads per runtime (2)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         args = p.parse_args(argv)
         from keras_resnet.cpu import cpu_line
 
-        from .verify import verify_dir
+        from .verify import check_verify_arguments, verify_dir
+
+        check_verify_arguments(args.samples, args.threads)
 
         report = verify_dir(args.directory, data=args.data, samples=args.samples,
                             threads=args.threads)
@@ -228,10 +230,11 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
                          for k, v in result.items()
                          if k in ("max_abs_diff", "top1_agreement", "error")}
                 print(f"{state:6} {result['artifact']} {shown}")
-        if not report["passed"]:
-            for problem in report["problems"]:
-                print(f"error: {problem}", file=sys.stderr)
-            return 1
+        if not report["passed"]:  # raised, so the line is printed once stderr is back
+            count = len(report["problems"])
+            raise VerificationFailed(f"{args.directory} failed verification ({count} problem"
+                                     f"{'s' if count > 1 else ''}): "
+                                     + "; ".join(report["problems"]))
         print(f"verified {len(report['artifacts'])} artifacts in {args.directory} "
               f"(data: {report['data']})")
         return 0
@@ -253,12 +256,9 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--no-keras", action="store_true", help="skip the Keras model")
         p.add_argument("--json", action="store_true", help="print rows as JSON")
         args = p.parse_args(argv)
-        if args.batch < 1 or args.runs < 1 or args.threads < 1:
-            raise UsageError("--batch, --runs and --threads must be positive")
-        from .bench import bench_dir, format_table
-        from .manifest import read_manifest
+        from .bench import bench_dir, check_bench_arguments, format_table
 
-        read_manifest(args.directory)
+        check_bench_arguments(args.batch, args.runs, args.threads)
         rows = bench_dir(args.directory, batch=args.batch, runs=args.runs,
                          threads=args.threads, include_keras=not args.no_keras)
         print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.threads))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .errors import UsageError
@@ -63,10 +64,16 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and sanity-check ``DIR/manifest.json``; a missing or broken one is a UsageError."""
-    path = Path(directory) / MANIFEST_NAME
-    if not Path(directory).is_dir():
+    """Read and check ``DIR/manifest.json``: its structure, and that every path it names is
+    relative and stays inside DIR (no absolute path, no ``..``). A missing or broken
+    manifest is a UsageError naming the entry; nothing it names has been opened yet."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
         raise UsageError(f"{directory} is not a directory")
+    if path.is_symlink():
+        raise UsageError(f"{path} is a symbolic link; an export directory holds its own "
+                         "manifest")
     if not path.is_file():
         raise UsageError(f"{path} not found: not an export directory")
     try:
@@ -75,4 +82,78 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
         raise UsageError(f"{path} has no 'artifacts' list")
+    for index, artifact in enumerate(manifest["artifacts"]):
+        _check_entry(path, f"artifacts[{index}]", artifact, ("format", "precision"))
+    reference = manifest.get("reference", {})
+    if not isinstance(reference, dict):
+        raise UsageError(f"{path}: 'reference' is not an object")
+    for name, entry in reference.items():
+        _check_entry(path, f"reference.{name}", entry, ())
+    shape = manifest.get("input", {}).get("shape") if isinstance(manifest.get("input"),
+                                                                   dict) else None
+    if not (isinstance(shape, list) and len(shape) == 4
+            and all(isinstance(d, int) and 0 < d <= 8192 for d in shape[1:])):
+        raise UsageError(f"{path}: 'input.shape' is not [null, H, W, C] with positive sizes")
     return manifest
+
+
+def _check_entry(manifest_path: Path, where: str, entry: Any, fields: tuple[str, ...]) -> None:
+    """One artifact or reference entry: the string fields it needs and a safe path."""
+    if not isinstance(entry, dict):
+        raise UsageError(f"{manifest_path}: {where} is not an object")
+    for name in ("path", "sha256", *fields):
+        if not isinstance(entry.get(name), str) or not entry[name]:
+            raise UsageError(f"{manifest_path}: {where} has no {name!r} string")
+    problem = unsafe_relative_path(entry["path"])
+    if problem:
+        raise UsageError(f"{manifest_path}: {where} path {entry['path']!r} {problem}; every "
+                         "path must name a file inside the export directory")
+
+
+def unsafe_relative_path(rel: str) -> str | None:
+    """Why ``rel`` cannot name a file inside an export directory, or None when it can."""
+    pure = PurePosixPath(rel)
+    if "\0" in rel or "\\" in rel:
+        return "contains a NUL or backslash"
+    if pure.is_absolute() or PureWindowsPath(rel).drive:
+        return "is absolute"
+    if ".." in pure.parts:
+        return "contains '..'"
+    if pure.parts in ((), (".",)):
+        return "names the directory itself"
+    return None
+
+
+def resolve_inside(directory: Path, rel: str) -> Path:
+    """``directory / rel`` after checking that it, and every file under it, stays inside
+    ``directory`` once symbolic links are followed; raises UsageError naming ``rel``."""
+    problem = unsafe_relative_path(rel)
+    if problem:
+        raise UsageError(f"manifest path {rel!r} {problem}")
+    root = Path(directory).resolve()
+    path = Path(directory) / rel
+    escape = _escaping_link(root, path)
+    if escape is not None:
+        raise UsageError(f"manifest path {rel!r}: {escape} leads outside the export "
+                         "directory (symbolic link); not read")
+    return path
+
+
+def _escaping_link(root: Path, path: Path) -> str | None:
+    """The first part of ``path`` (or, for a directory, anything under it) whose real
+    location is outside ``root``; None when everything stays inside."""
+    if not _inside(root, path):
+        return str(path)
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path):
+            for name in (*dirs, *files):
+                if not _inside(root, Path(folder) / name):
+                    return str(Path(folder) / name)
+    return None
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(root)
+    except (OSError, ValueError):
+        return False

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
-from .manifest import read_manifest, sha256_path
+from .manifest import read_manifest, resolve_inside, sha256_path
 
 #: Largest allowed max-absolute-difference of output probabilities, by precision.
 MAX_ABS_DIFF = {"float32": 1e-4, "float16": 1e-2}
@@ -60,8 +60,9 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str,
 
 
 def make_runner(directory: Path, artifact: dict[str, Any], threads: int | None = None) -> Any:
-    """A callable NHWC float32 -> float32 outputs for one manifest artifact."""
-    path = Path(directory) / artifact["path"]
+    """A callable NHWC float32 -> float32 outputs for one manifest artifact (its path must
+    stay inside ``directory``)."""
+    path = resolve_inside(Path(directory), artifact["path"])
     if artifact["format"] == "saved_model":
         from .saved_model import SavedModelRunner
 
@@ -94,80 +95,173 @@ def artifact_key(artifact: dict[str, Any]) -> str:
     return f"{artifact['format']}/{artifact['precision']} ({artifact['path']})"
 
 
-def check_integrity(directory: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems with the recorded files: missing or changed (SHA-256), each naming the file."""
-    problems = []
+def check_integrity(directory: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """What is wrong with each recorded file, by key: it leads outside the directory (a
+    symbolic link; not read), is missing, or has changed (SHA-256). Intact files are absent."""
+    problems: dict[str, str] = {}
     entries = [(artifact_key(a), a) for a in manifest["artifacts"]]
-    entries += [(f"reference {name} ({entry['path']})", entry)
+    entries += [(reference_key(name, entry), entry)
                 for name, entry in manifest.get("reference", {}).items()]
     for key, entry in entries:
-        path = Path(directory) / entry["path"]
+        try:
+            path = resolve_inside(Path(directory), entry["path"])
+        except UsageError as exc:
+            problems[key] = str(exc).removeprefix(f"manifest path {entry['path']!r}: ")
+            continue
         if not path.exists():
-            problems.append(f"{key}: file missing")
+            problems[key] = "file missing"
         elif sha256_path(path) != entry["sha256"]:
-            problems.append(f"{key}: SHA-256 mismatch (file changed)")
+            problems[key] = "SHA-256 mismatch: the file has changed since the export"
     return problems
+
+
+def reference_key(name: str, entry: dict[str, Any]) -> str:
+    """A readable name for a reference file: ``reference keras_model (model.keras)``."""
+    return f"reference {name} ({entry['path']})"
+
+
+#: Most images ``--samples`` may draw (calibration and evaluation sets are held in memory).
+MAX_SAMPLES = 10000
+#: Most threads a runtime may be given.
+MAX_THREADS = 1024
+
+
+def check_verify_arguments(samples: int | None, threads: int | None) -> None:
+    """``samples`` in 1..MAX_SAMPLES (or None) and ``threads`` in 1..MAX_THREADS (or None)."""
+    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
+        raise UsageError(f"--samples must be in 1..{MAX_SAMPLES} (got {samples})")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be in 1..{MAX_THREADS} (got {threads})")
 
 
 def verify_dir(directory: str | Path, data: str | None = None, samples: int | None = None,
                threads: int | None = 2) -> dict[str, Any]:
     """Recompute every artifact's SHA-256 and rerun parity against the stored Keras model.
 
-    Returns ``{"passed", "problems", "artifacts": [...]}``. Parity runs on the stored parity
-    batch, plus ``data`` (a source such as ``digits`` or ``folder:PATH``) for top-1
-    agreement; without ``data``, on the export's recorded evaluation source.
+    Returns ``{"passed", "problems", "artifacts": [...], "data"}``. Parity runs on the stored
+    parity batch, plus ``data`` (a source such as ``digits`` or ``folder:PATH``) for top-1
+    agreement; without ``data``, on the export's recorded evaluation source unless that is a
+    folder. Only files inside ``directory`` are read (symbolic links leaving it are
+    refused); bad arguments or an unreadable manifest raise UsageError.
     """
-    import keras_resnet
-    from keras_resnet.cpu import cpu_info
-
-    from .calibration import load_images, parse_source
-    from .source import preprocess_fn
-
     directory = Path(directory)
+    check_verify_arguments(samples, threads)
     manifest = read_manifest(directory)
-    source = parse_source(data) if data else None
-    problems = check_integrity(directory, manifest)
-    results: list[dict[str, Any]] = []
-    broken = {p.split(":")[0] for p in problems}
+    min_agreement = _min_agreement(manifest)
+    source = None
+    if data:
+        from .calibration import parse_source
+
+        source = parse_source(data)
+    broken = check_integrity(directory, manifest)
+    problems = [f"{key}: {problem}" for key, problem in broken.items()]
     reference = manifest.get("reference", {})
-    keras_entry = reference.get("keras_model")
-    parity_entry = reference.get("parity_inputs")
-    usable = (keras_entry and parity_entry
-              and not any(k.startswith("reference") for k in broken))
-    if not usable:
-        problems.append("reference Keras model or parity inputs unusable: parity not rerun")
-        return {"passed": False, "problems": problems, "artifacts": results, "cpu": cpu_info()}
-    model = keras_resnet.load_model(directory / keras_entry["path"])  # safe_mode
-    x = np.load(directory / parity_entry["path"])
-    parity_count = len(x)
-    spec = manifest["input"]
-    evaluation = manifest.get("evaluation", {})
-    eval_source = source or (parse_source(evaluation["source"])
-                             if evaluation.get("source") else None)
-    if eval_source is not None:
-        count = samples or evaluation.get("samples") or 100
-        pixels = load_images(eval_source, count, tuple(spec["shape"][1:3]),
-                             seed=evaluation.get("seed", 0))
-        extra = preprocess_fn(spec["preprocessing"], spec["preprocessing_in_model"])(pixels)
-        x = np.concatenate([x, extra])
-    ref = keras_predict(model, x)
-    min_agreement = manifest.get("options", {}).get("min_agreement", DEFAULT_MIN_AGREEMENT)
+    if any(k.startswith("reference") for k in broken) or not (
+            reference.get("keras_model") and reference.get("parity_inputs")):
+        return _not_rerun(manifest, broken, problems, "reference Keras model or parity inputs "
+                          "unusable")
+    try:
+        model, x = _load_reference(directory, reference)
+    except Exception as exc:  # safe_mode refusals, zip/HDF5/npy errors: the files are bad
+        text = str(exc).strip().splitlines()
+        return _not_rerun(manifest, broken, problems, f"reference files cannot be loaded "
+                          f"({type(exc).__name__}: {text[0] if text else ''})")
+    x_all, shown = _evaluation_inputs(manifest, x, source, samples)
+    ref = keras_predict(model, x_all)
+    results = []
     for artifact in manifest["artifacts"]:
         key = artifact_key(artifact)
         if key in broken:
-            results.append({"artifact": key, "passed": False, "error": "integrity check failed"})
+            results.append({"artifact": key, "passed": False, "error": broken[key]})
             continue
         try:
-            out = run_batched(make_runner(directory, artifact, threads), x)
-            figures = compare(ref, out, artifact["precision"], min_agreement, parity_count)
+            out = run_batched(make_runner(directory, artifact, threads), x_all)
+            figures = compare(ref, out, artifact["precision"], min_agreement, len(x))
         except Exception as exc:  # a runtime that cannot load or run the file is a failure
             figures = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
         if not figures["passed"]:
             problems.append(f"{key}: parity check failed {_summary(figures)}")
         results.append({"artifact": key, **figures})
-    return {"passed": not problems, "problems": problems, "artifacts": results,
-            "data": str(eval_source) if eval_source else "stored parity batch",
-            "cpu": cpu_info(), "exported_on": manifest.get("cpu")}
+    return {"passed": not problems, "problems": problems, "artifacts": results, "data": shown,
+            **_cpus(manifest)}
+
+
+def _not_rerun(manifest: dict[str, Any], broken: dict[str, str], problems: list[str],
+               reason: str) -> dict[str, Any]:
+    """The report when the reference files cannot be used: parity is not rerun."""
+    problems.append(f"{reason}: parity not rerun")
+    results = [{"artifact": artifact_key(a), "passed": False,
+                "error": broken.get(artifact_key(a), "parity not rerun")}
+               for a in manifest["artifacts"]]
+    return {"passed": False, "problems": problems, "artifacts": results,
+            "data": "none (parity not rerun)", **_cpus(manifest)}
+
+
+def _cpus(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The CPU verifying now, and the one the export measured on (as recorded)."""
+    from keras_resnet.cpu import cpu_info
+
+    return {"cpu": cpu_info(), "exported_on": manifest.get("cpu")}
+
+
+def _load_reference(directory: Path, reference: dict[str, Any]) -> tuple[Any, np.ndarray]:
+    """The stored Keras model (``safe_mode``) and parity batch, both inside ``directory``."""
+    import keras_resnet
+
+    model = keras_resnet.load_model(resolve_inside(directory, reference["keras_model"]["path"]))
+    x = np.load(resolve_inside(directory, reference["parity_inputs"]["path"]),
+                allow_pickle=False)
+    return model, np.asarray(x, np.float32)
+
+
+def _evaluation_inputs(manifest: dict[str, Any], x: np.ndarray, source: Any,
+                       samples: int | None) -> tuple[np.ndarray, str]:
+    """The parity batch plus the evaluation images, and a description of the data."""
+    from .calibration import load_images
+    from .source import preprocess_fn
+
+    spec = manifest["input"]
+    evaluation = manifest.get("evaluation")
+    evaluation = evaluation if isinstance(evaluation, dict) else {}
+    eval_source, note = (source, None) if source else _recorded_source(evaluation)
+    shown = str(eval_source) if eval_source else "stored parity batch"
+    if eval_source is None:
+        return x, f"{shown}; {note}" if note else shown
+    count = samples or min(_int(evaluation.get("samples"), 100), MAX_SAMPLES)
+    pixels = load_images(eval_source, count, tuple(spec["shape"][1:3]),
+                         seed=_int(evaluation.get("seed"), 0))
+    extra = preprocess_fn(str(spec.get("preprocessing", "")),
+                          bool(spec.get("preprocessing_in_model", True)))(pixels)
+    return np.concatenate([x, extra]), shown
+
+
+def _min_agreement(manifest: dict[str, Any]) -> float:
+    options = manifest.get("options")
+    value = (options if isinstance(options, dict) else {}).get("min_agreement",
+                                                                 DEFAULT_MIN_AGREEMENT)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UsageError(f"manifest 'options.min_agreement' {value!r} is not in 0..1")
+    return float(value)
+
+
+def _recorded_source(evaluation: dict[str, Any]) -> tuple[Any, str | None]:
+    """The evaluation source the manifest records, unless it names a path: a ``folder:``
+    outside the export directory is not read (pass ``--data`` to use it)."""
+    from .calibration import parse_source
+
+    recorded = evaluation.get("source")
+    if not isinstance(recorded, str) or not recorded:
+        return None, None
+    if recorded.partition(":")[0] not in ("digits", "synthetic", "tfds"):
+        return None, (f"recorded source {recorded!r} not read (outside the export "
+                      "directory; pass --data to use it)")
+    return parse_source(recorded), None
+
+
+def _int(value: Any, default: int) -> int:
+    """``value`` when it is a positive int (not a bool), else ``default``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else default
 
 
 def _summary(figures: dict[str, Any]) -> str:

@@ -7,35 +7,47 @@
 >>> keras_resnet.profile(model)["macs"]            # multiply-adds, walked from the layers
 """
 
-from .features import feature_extractor
-from .io import load_model
-from .models import (
-    REGISTRY,
-    ResNet18,
-    ResNet20,
-    ResNet32,
-    ResNet34,
-    ResNet44,
-    ResNet50,
-    ResNet50V2,
-    ResNet56,
-    ResNet101,
-    ResNet101V2,
-    ResNet110,
-    ResNet152,
-    ResNet152V2,
-    ResNet200,
-    ResNet1202,
-    ResNeXt50_32x4d,
-    WideResNet28_10,
-    WideResNet50_2,
-    build_resnet,
-    create_model,
-    list_models,
-    model_info,
-)
-from .preprocessing import preprocess_input
-from .profile import profile
+import importlib
+import sys
+import types
+from typing import Any
+
+#: Public name -> the submodule defining it. Submodules (and Keras with them) are imported
+#: on first use, so ``keras-resnet-models`` can refuse a bad argument before TensorFlow
+#: starts and writes its start-up lines.
+_SOURCES = {
+    "feature_extractor": "features", "load_model": "io", "preprocess_input": "preprocessing",
+    "profile": "profile",
+    **dict.fromkeys((
+        "REGISTRY", "ResNet18", "ResNet20", "ResNet32", "ResNet34", "ResNet44", "ResNet50",
+        "ResNet50V2", "ResNet56", "ResNet101", "ResNet101V2", "ResNet110", "ResNet152",
+        "ResNet152V2", "ResNet200", "ResNet1202", "ResNeXt50_32x4d", "WideResNet28_10",
+        "WideResNet50_2", "build_resnet", "create_model", "list_models", "model_info"),
+        "models"),
+}
+
+
+class _Package(types.ModuleType):
+    """The package module: public names load lazily, and importing the submodule
+    ``keras_resnet.profile`` never hides the function ``keras_resnet.profile``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _SOURCES:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{_SOURCES[name]}", __name__), name)
+        self.__dict__[name] = value
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SOURCES and isinstance(value, types.ModuleType):
+            return  # the import system binding a submodule over a public function
+        super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *_SOURCES})
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
-from .models import create_model, list_models, model_info
-from .profile import profile
+
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """File descriptor 2 to /dev/null while Keras imports its backend: TensorFlow writes
+    start-up lines through absl before any log level applies. ``KERAS_RESNET_VERBOSE=1``
+    keeps them."""
+    if os.environ.get("KERAS_RESNET_VERBOSE") or "keras" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def model_table(names: list[str]) -> list[dict]:
     """One row per model: name, family, input size, params and MACs at that size."""
+    from .models import create_model, model_info
+    from .profile import profile
+
     rows = []
     for name in names:
         info = model_info(name)
@@ -33,12 +56,31 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
                      for row in [header, *body])
 
 
+class _BadArgument(Exception):
+    """A command-line error, reported as one ``error: ...`` line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors raise :class:`_BadArgument` (no usage text)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _BadArgument(message)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="keras-resnet-models", description=__doc__)
+    parser = _Parser(prog="keras-resnet-models", description=__doc__)
     parser.add_argument("names", nargs="*", help="registry names (default: all)")
     parser.add_argument("--family", choices=["imagenet", "cifar"])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _BadArgument as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with _quiet_native_stderr():
+        import keras  # noqa: F401 - starts the backend with its start-up lines hidden
+
+        from .models import list_models
     available = list_models(args.family)
     unknown = [n for n in args.names if n.lower() not in available]
     if unknown:

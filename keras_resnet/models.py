@@ -159,9 +159,12 @@ def model_info(name: str) -> dict[str, Any]:
     family = options.get("family", "imagenet")
     variant = options.get("variant", "v1")
     size, classes = (224, 1000) if family == "imagenet" else (32, 10)
+    spec = _spec(depth, family, variant, options.get("groups", 1),
+                 options.get("width_per_group", 64), options.get("widen_factor", 1))
     return {
         "name": name.lower(), "builder": builder, "depth": depth, "family": family,
         "variant": variant, "input_shape": (size, size, 3), "classes": classes,
+        "min_input_size": spec.total_stride,
         "preprocessing": _PREPROCESSING[variant] if family == "imagenet" else "none",
     }
 

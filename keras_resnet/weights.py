@@ -151,8 +151,11 @@ def load_into(model, weights: str, *, weights_name: str | None, include_top: boo
         return
     path = os.fspath(weights)
     if not path.endswith(".keras"):
-        with h5py.File(path, "r") as f:
-            legacy = _legacy_root(f) is not None
+        try:
+            with h5py.File(path, "r") as f:
+                legacy = _legacy_root(f) is not None
+        except OSError as err:  # a truncated or damaged HDF5 body behind a valid header
+            raise ValueError(f"weights={path!r} is corrupt or truncated: {err}") from err
         if legacy:
             load_legacy_h5(model, path)
             return

@@ -7,6 +7,10 @@ index last, so a run killed mid-save resumes from the previous complete checkpoi
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +22,72 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def latest_checkpoint(model_dir: Path) -> str | None:
+    """The newest intact checkpoint of ``model_dir`` (see :func:`newest_intact_checkpoint`)."""
+    return newest_intact_checkpoint(model_dir)[0]
+
+
+def checkpoint_prefixes(model_dir: Path) -> list[str]:
+    """Checkpoint prefixes in ``DIR/checkpoints``, newest first: those the ``checkpoint``
+    index lists, or, when it is missing or unreadable, every ``ckpt-N.index`` found."""
     import tensorflow as tf
 
     directory = model_dir / CHECKPOINT_DIR
-    return tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
+    if not directory.is_dir():
+        return []
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+        listed = list(state.all_model_checkpoint_paths) if state else []
+    except Exception:  # a damaged index file: protobuf text-format errors
+        listed = []
+    if not listed:
+        listed = [str(p.with_suffix("")) for p in directory.glob("ckpt-*.index")]
+    paths = {str(directory / Path(p).name) for p in listed}
+    return sorted(paths, key=_number, reverse=True)
+
+
+def _number(prefix: str) -> int:
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else -1
+
+
+def checkpoint_problem(prefix: str) -> str | None:
+    """Why the checkpoint at ``prefix`` cannot be restored (a missing or truncated
+    ``.index`` or ``.data`` file, a checksum mismatch), or None when every tensor reads."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as exc:  # DataLossError, NotFoundError, OutOfRangeError, ...
+        text = str(exc).strip().splitlines()
+        return text[0] if text else type(exc).__name__
+    return None
+
+
+def newest_intact_checkpoint(model_dir: Path) -> tuple[str | None, list[str]]:
+    """The newest checkpoint whose every tensor reads back, and a note for each newer one
+    that does not. ``(None, notes)`` when none is intact."""
+    notes = []
+    for prefix in checkpoint_prefixes(model_dir):
+        problem = checkpoint_problem(prefix)
+        if problem is None:
+            return prefix, notes
+        notes.append(f"checkpoint {Path(prefix).name} is corrupt ({problem})")
+    return None, notes
+
+
+def choose_checkpoint(model_dir: Path) -> str | None:
+    """The checkpoint to resume from: the newest intact one, saying on stderr which newer
+    ones were skipped; UsageError when checkpoints exist but none is intact."""
+    prefix, notes = newest_intact_checkpoint(model_dir)
+    if prefix is None and notes:
+        raise UsageError(f"--model-dir {str(model_dir)!r}: no intact checkpoint to resume "
+                         f"({'; '.join(notes)}); remove {CHECKPOINT_DIR}/ to start over or use "
+                         "a new --model-dir")
+    for note in notes:
+        print(f"warning: {note}; resuming from {Path(prefix).name}", file=sys.stderr)
+    return prefix
 
 
 def has_checkpoints(model_dir: Path) -> bool:
@@ -29,11 +95,35 @@ def has_checkpoints(model_dir: Path) -> bool:
     return directory.is_dir() and any(directory.iterdir())
 
 
+def check_writable(model_dir: Path, probe: bool = True) -> None:
+    """``model_dir`` or its nearest existing parent is a directory; with ``probe``, one this
+    process can create files in (tried with an empty temporary folder, removed at once).
+    Else UsageError."""
+    place = next((p for p in (model_dir, *model_dir.parents) if os.path.lexists(p)), Path("."))
+    if not place.is_dir():
+        raise UsageError(f"--model-dir {str(model_dir)!r}: {str(place)!r} is not a directory")
+    if not probe:
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".keras-resnet-probe-", dir=place))
+    except OSError as exc:
+        raise UsageError(f"--model-dir {str(model_dir)!r} cannot be written "
+                         f"({exc.strerror or exc})") from None
+
+
 def check_model_dir(model_dir: Path, identity: dict[str, Any]) -> bool:
     """Validate ``model_dir`` for a run with ``identity``; True when there is something to
-    resume. Raises :class:`UsageError` for a dir holding a different run's results."""
+    resume. Raises :class:`UsageError` for a dir holding a different run's results, or one
+    that cannot be created or written (probed last, once everything else holds)."""
     if model_dir.exists() and not model_dir.is_dir():
         raise UsageError(f"--model-dir {str(model_dir)!r} is a file")
+    check_writable(model_dir, probe=False)
+    resume = _check_identity(model_dir, identity)
+    check_writable(model_dir)
+    return resume
+
+
+def _check_identity(model_dir: Path, identity: dict[str, Any]) -> bool:
     config_path = model_dir / RUN_CONFIG
     results = has_checkpoints(model_dir) or (model_dir / "model.keras").exists()
     if not results:

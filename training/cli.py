@@ -129,6 +129,15 @@ def _model_family(name: str) -> str:
     return keras_resnet.model_info(name)["family"]
 
 
+def _check_input_size(model: str, size: int) -> None:
+    import keras_resnet
+
+    least = keras_resnet.model_info(model)["min_input_size"]
+    if size < least:
+        raise UsageError(f"--input-size {size} is too small for {model}: at least {least} "
+                         "(its total stride)")
+
+
 def train_from_args(argv: Sequence[str] | None = None) -> Any:
     """Parse, validate and train; returns a :class:`training.loop.TrainResult`.
 
@@ -142,6 +151,7 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
         raise UsageError("--threads must not be negative")
     family = _model_family(args.model)
     cfg = resolve_config(args, family)
+    _check_input_size(cfg.model, cfg.input_size)
     data.check_dataset_name(cfg.dataset)
     _configure_threads(args.threads)
     import tensorflow as tf
@@ -150,11 +160,19 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
     from training.loop import prepare, train
 
     prepared = prepare(cfg)
-    if cfg.dataset not in ("digits", "synthetic") and not cfg.dataset.startswith("folder:"):
-        # tensorflow-datasets availability is checked (cheaply) before building anything.
+    if cfg.dataset not in ("digits", "synthetic"):
+        # tensorflow-datasets availability and a folder's classes and image files are
+        # checked (cheaply) before building anything.
         data.open_source(cfg.dataset, input_size=cfg.input_size, data_dir=cfg.data_dir,
                          download=cfg.download)
-    result = train(cfg, prepared)
+    try:
+        result = train(cfg, prepared)
+    except tf.errors.InvalidArgumentError:
+        if not cfg.dataset.startswith("folder:"):
+            raise
+        raise UsageError(f"an image of {cfg.dataset} cannot be decoded (damaged inside); the "
+                         "last checkpoint is kept: fix or remove the image and run the same "
+                         "command to resume") from None
     if cfg.eval_only and prepared.plan.is_chief:
         print(json.dumps({k: result.metrics[k] for k in ("step", "eval_top1", "eval_top5",
                                                          "eval_loss", "eval_examples")}))
@@ -174,13 +192,15 @@ def run_eval(argv: Sequence[str] | None = None) -> int:
     args = build_eval_parser().parse_args(argv)
     if bool(args.model_dir) == bool(args.model_file):
         raise UsageError("give --model-dir or --model-file")
+    for flag, value, low, high in (("--batch-size", args.batch_size, 1, 2**16),
+                                   ("--eval-examples", args.eval_examples, 1, 10**9),
+                                   ("--input-size", args.input_size, 8, 1024)):
+        if value is not None and not low <= value <= high:
+            raise UsageError(f"{flag} must be in {low}..{high}, got {value}")
     model_path = Path(args.model_file) if args.model_file else Path(args.model_dir) / "model.keras"
     if not model_path.is_file():
         raise UsageError(f"no model at {str(model_path)!r}")
-    info: dict[str, Any] = {}
-    run_config = model_path.parent / "run_config.json"
-    if run_config.is_file():
-        info = json.loads(run_config.read_text()).get("config", {})
+    info = _run_config(model_path.parent / "run_config.json")
     dataset = args.dataset or info.get("dataset")
     if not dataset:
         raise UsageError("--dataset is needed (no run_config.json next to the model)")
@@ -197,6 +217,25 @@ def run_eval(argv: Sequence[str] | None = None) -> int:
         print(f"{model_path}: top-1 {results['top1']:.4f} top-5 {results['top5']:.4f} "
               f"on {results['examples']} {dataset} test images")
     return 0
+
+
+def _run_config(path: Path) -> dict[str, Any]:
+    """The ``config`` of a run's ``run_config.json`` ({} when there is none); a file that is
+    not a run config is a UsageError."""
+    if not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{str(path)!r} is not a readable run config ({exc})") from None
+    if not isinstance(content, dict):
+        raise UsageError(f"{str(path)!r} is not a readable run config (not a JSON object)")
+    info = content.get("config", {})
+    expected = {"dataset": str, "data_dir": (str, type(None)), "augmentation": (dict, type(None))}
+    if not isinstance(info, dict) or any(key in info and not isinstance(info[key], kinds)
+                                         for key, kinds in expected.items()):
+        raise UsageError(f"{str(path)!r} is not a readable run config (wrong value types)")
+    return info
 
 
 def _start_tensorflow_quietly() -> None:
@@ -230,6 +269,13 @@ def _main(run: Any, argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # last resort: one line, no traceback (KERAS_RESNET_VERBOSE=1
+        if os.environ.get("KERAS_RESNET_VERBOSE"):  # shows it)
+            raise
+        text = str(exc).strip().splitlines()
+        print(f"error: {type(exc).__name__}: {text[0][:300] if text else ''} (an unexpected "
+              "failure; KERAS_RESNET_VERBOSE=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

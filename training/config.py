@@ -13,10 +13,18 @@ from training.recipes import load_recipe
 from training.schedules import RecipeSchedule
 
 # Fields that must match for a model dir's checkpoints to be resumed.
+# The seed decides the data order, so a run resumed with another seed would not continue the
+# same run.
 IDENTITY_FIELDS = ("model", "dataset", "input_size", "recipe", "recipe_version", "batch_size",
                    "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
                    "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
-                   "schedule", "warmup")
+                   "schedule", "warmup", "seed")
+#: Inclusive ranges of the integer flags (beyond them a run could not fit in memory or time).
+INT_RANGES = {"steps": (1, 10**9), "batch_size": (1, 2**20), "checkpoint_every": (1, 10**9),
+              "keep_checkpoints": (1, 10**4), "eval_every": (0, 10**9),
+              "eval_examples": (1, 10**9), "log_every": (1, 10**9),
+              "mean_images": (1, 10**8), "shuffle_buffer": (1, 10**8),
+              "warmup_steps": (0, 10**9), "seed": (0, 2**32 - 1), "threads": (0, 1024)}
 
 
 @dataclass
@@ -109,6 +117,21 @@ def _positive(name: str, value: float | None) -> None:
         raise UsageError(f"{name} must be positive, got {value}")
 
 
+def check_ranges(args: Any) -> None:
+    """Every numeric flag finite and within its range (:data:`INT_RANGES`), else UsageError
+    naming the flag and what is allowed."""
+    for flag in ("epochs", "learning_rate", "weight_decay", "label_smoothing"):
+        value = getattr(args, flag, None)
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
+    if args.epochs is not None and args.epochs > 10**6:
+        raise UsageError(f"--epochs must be at most 1000000, got {args.epochs}")
+    for flag, (low, high) in INT_RANGES.items():
+        value = getattr(args, flag, None)
+        if value is not None and not low <= value <= high:
+            raise UsageError(f"--{flag.replace('_', '-')} must be in {low}..{high}, got {value}")
+
+
 def resolve_config(args: Any, family: str) -> TrainConfig:
     """Merge the recipe chosen by ``--recipe`` (default: ``cifar`` for CIFAR-family models,
     ``imagenet`` otherwise) with the flags in ``args`` (an argparse namespace)."""
@@ -127,6 +150,7 @@ def resolve_config(args: Any, family: str) -> TrainConfig:
         raise UsageError(f"--label-smoothing must be below 1, got {args.label_smoothing}")
     if args.keep_checkpoints < 1:
         raise UsageError("--keep-checkpoints must be at least 1")
+    check_ranges(args)
     steps, epochs = args.steps, args.epochs
     if steps is None and epochs is None:
         steps, epochs = recipe.get("steps"), recipe.get("epochs")

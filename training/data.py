@@ -96,10 +96,54 @@ def _folder_files(root: Path, classes: list[str]) -> tuple[list[str], list[int]]
     return files, labels
 
 
+#: First bytes of each accepted image format, and the bytes a complete file ends with.
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), (b"\xff\xd8\xff", b"\xff\xd9"),
+               (b"GIF87a", b";"), (b"GIF89a", b";"), (b"BM", b""))
+
+
+def image_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete PNG, JPEG, GIF or BMP file, or None: an empty or
+    foreign file, or one whose end marker is not within its last KiB (truncated). Damage
+    inside a file is found when it is decoded."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(16)
+            f.seek(max(0, size - 1024))
+            tail = f.read(1024)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if not size:
+        return "empty file"
+    for start, end in _SIGNATURES:
+        if head.startswith(start):
+            if start == b"BM":
+                declared = int.from_bytes(head[2:6], "little")
+                return None if declared <= size else "truncated (shorter than its header says)"
+            return None if end in tail else "truncated (no end marker)"
+    return "not a PNG, JPEG, GIF or BMP file"
+
+
+def _check_folder(root: Path, classes: list[str], lists: dict[str, tuple[list[str], list[int]]]
+                  ) -> None:
+    """Every class has training images and every image file is complete; else UsageError."""
+    present = set(lists["train"][1])
+    empty = [cls for label, cls in enumerate(classes) if label not in present]
+    if empty:
+        raise UsageError(f"dataset folder {str(root)!r}: class folder {empty[0]!r} has no "
+                         f"training images{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}"
+                         "; remove it or add images")
+    bad = [(f, problem) for files, _ in lists.values() for f in files
+           if (problem := image_file_problem(Path(f)))]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UsageError(f"dataset image {bad[0][0]!r} is {bad[0][1]}{more}; fix or remove it")
+
+
 def _folder_source(path: str) -> Source:
     import tensorflow as tf
 
-    root = Path(path).expanduser()
+    root = Path(os.path.expanduser(path))
     if not root.is_dir():
         raise UsageError(f"dataset folder {str(root)!r} does not exist")
     split_dirs = {"train": root / "train", "test": root / "val"}
@@ -121,6 +165,7 @@ def _folder_source(path: str) -> Source:
         if not files:
             raise UsageError(f"dataset folder {str(root)!r} has no {split} images "
                              f"({', '.join(IMAGE_EXTENSIONS)})")
+    _check_folder(root, classes, lists)
 
     def examples(split: str, index: int, count: int, limit: int | None):
         files, labels = lists[split]
@@ -222,7 +267,7 @@ def check_dataset_name(spec: str) -> None:
     if spec in ("digits", "synthetic") or spec in TFDS_ALIASES:
         return
     if spec.startswith("folder:") and spec[len("folder:"):]:
-        if not Path(spec[len("folder:"):]).expanduser().is_dir():
+        if not Path(os.path.expanduser(spec[len("folder:"):])).is_dir():
             raise UsageError(f"dataset folder {spec[len('folder:'):]!r} does not exist")
         return
     if spec.startswith("tfds:") and spec[len("tfds:"):]:

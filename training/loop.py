@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from training import data as data_lib
-from training.checkpoints import CHECKPOINT_DIR, RUN_CONFIG, check_model_dir, latest_checkpoint
+from training.checkpoints import CHECKPOINT_DIR, RUN_CONFIG, check_model_dir, choose_checkpoint
 from training.config import TrainConfig
 from training.errors import UsageError
 from training.model import PREPROCESSING, build_model, float32_copy, refresh_normalization
@@ -42,10 +42,12 @@ class TrainResult:
 
 @dataclass
 class Prepared:
-    """Checks done before any heavy work: strategy plan, model dir state."""
+    """Checks done before any heavy work: strategy plan, model dir state and the checkpoint
+    to resume from (the newest intact one)."""
 
     plan: StrategyPlan
     resume: bool
+    checkpoint: str | None = None
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -55,9 +57,10 @@ def prepare(cfg: TrainConfig) -> Prepared:
         raise UsageError(f"--batch-size {cfg.batch_size} is not divisible by the "
                          f"{plan.num_replicas} replicas of the {plan.kind} strategy")
     resume = check_model_dir(Path(cfg.model_dir), cfg.identity())
-    if cfg.eval_only and not resume:
+    checkpoint = choose_checkpoint(Path(cfg.model_dir)) if resume else None
+    if cfg.eval_only and checkpoint is None:
         raise UsageError(f"--eval-only: no checkpoint in {str(Path(cfg.model_dir) / CHECKPOINT_DIR)!r}")
-    return Prepared(plan, resume)
+    return Prepared(plan, checkpoint is not None, checkpoint)
 
 
 class _Stop:
@@ -191,6 +194,9 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
     num_train = source.shard_size("train", 0, 1, None)
     total_steps = cfg.total_steps(num_train)
     schedule = cfg.make_schedule(total_steps)
+    # The statistics decode the first --mean-images training images: a damaged one is found
+    # here, before anything is written to the model dir.
+    stats = data_lib.image_statistics(source, aug, cfg.mean_images)
     if chief:
         model_dir.mkdir(parents=True, exist_ok=True)
         run_config = {"identity": cfg.identity(), "config": cfg.to_json(), "data_seed": seed,
@@ -199,7 +205,6 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         if not cfg.eval_only:
             atomic_write_json(model_dir / RUN_CONFIG, run_config)
 
-    stats = data_lib.image_statistics(source, aug, cfg.mean_images)
     pixel_mean, channel_std = stats.pixel_mean, stats.channel_std
     if aug.lighting_std:
         aug = aug.with_lighting(stats.rgb_eigval, stats.rgb_eigvec)
@@ -215,7 +220,7 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
     manager = tf.train.CheckpointManager(checkpoint, str(work_dir / CHECKPOINT_DIR),
                                          max_to_keep=cfg.keep_checkpoints)
     start_step = 0
-    latest = latest_checkpoint(model_dir)
+    latest = prepared.checkpoint
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
         refresh_normalization(model)
@@ -386,7 +391,11 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         window_time += elapsed
         step = n
         if not math.isfinite(loss_sum):
-            raise UsageError(f"the loss became {loss_sum} at step {step}; lower the learning rate")
+            raise UsageError(
+                f"the loss became {loss_sum} at step {step} (peak learning rate "
+                f"{cfg.learning_rate:g}, weight decay {cfg.weight_decay:g}, label smoothing "
+                f"{cfg.label_smoothing:g}); a lower --learning-rate usually helps, and the "
+                "checkpoints before this step are kept")
         if step % cfg.log_every == 0 or step == total_steps:
             last_loss = window_loss / window_steps
             last_top1 = window_correct / (window_steps * global_batch)

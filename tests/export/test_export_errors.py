@@ -75,7 +75,7 @@ def out(tmp_path: Path) -> Path:
     (["resnet20", "--quantize", "int8", "--calibration", "tfds:no_such_dataset_xyz"],
      "not available offline"),
     (["missing/model.keras"], "model file missing/model.keras not found"),
-    (["resnet20", "--samples", "0"], "--samples must be at least 1"),
+    (["resnet20", "--samples", "0"], "--samples must be in 1..10000 (got 0)"),
     (["resnet20", "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(
