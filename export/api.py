@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import UsageError, VerificationFailed
 from .manifest import FORMATS, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
-from .onnx_int8 import DEFAULT_INT8_SCHEME, INT8_SCHEMES
+from .targets import TARGETS, apply_target, check_target
 from .verify import DEFAULT_MIN_AGREEMENT
 
 QUANTIZE_MODES = {"float16": "float16", "dynamic": "dynamic_int8", "int8": "int8"}
@@ -35,14 +35,19 @@ MAX_INPUT_SIZE = 2048
 class ExportOptions:
     """Everything ``keras-resnet-export`` accepts (see docs/export.md)."""
 
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
-    quantize: list[str] = field(default_factory=list)
+    target: str = "cpu"
+    formats: list[str] | None = None  # None: the target's (see export/targets.py)
+    quantize: list[str] | None = None
     calibration: str | None = None
+    calibration_method: str = "minmax"
     data: str | None = None
     samples: int = DEFAULT_SAMPLES
     opset: int = DEFAULT_OPSET
     nchw: bool = False
-    int8_scheme: str = DEFAULT_INT8_SCHEME
+    int8_scheme: str | None = None
+    int8_io: str = "int8"
+    batch: int | None = None
+    static: bool = False
     weights: str | None = None
     classes: int | None = None
     input_size: int | None = None
@@ -74,9 +79,7 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
     if "onnx" in options.formats and not MIN_OPSET <= options.opset <= max_opset():
         raise UsageError(f"--opset {options.opset} out of range; tf2onnx and the int8 "
                          f"quantizer support {MIN_OPSET}..{max_opset()}")
-    if options.int8_scheme not in INT8_SCHEMES:
-        raise UsageError(f"unknown --onnx-int8-scheme {options.int8_scheme!r}; choose from "
-                         f"{', '.join(INT8_SCHEMES)}")
+    check_target(options)
     if options.nchw and "onnx" not in options.formats:
         raise UsageError("--nchw applies to the onnx format only")
     if "int8" in options.quantize and not options.calibration:
@@ -229,7 +232,7 @@ def export_model(model: str, output: str | Path, options: ExportOptions | None =
     unknown = set(overrides) - set(ExportOptions.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown export option(s): {', '.join(sorted(unknown))}")
-    options = replace(options or ExportOptions(), **overrides)
+    options = apply_target(replace(options or ExportOptions(), **overrides))
     output = Path(output)
     log = log or (lambda message: None)
     started = time.perf_counter()
@@ -372,16 +375,64 @@ def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
     return float(np.mean(np.argmax(outputs, axis=1) == labels))
 
 
+class _Recorder:
+    """Runs each written file in its runtime against the Keras outputs and keeps its manifest
+    entry: parity, test top-1, latency, digest, and the target's file checks."""
+
+    def __init__(self, staging: Path, options: ExportOptions, ref: np.ndarray,
+                 x_eval: np.ndarray, y_eval: np.ndarray | None, log: Any) -> None:
+        self.staging, self.options, self.ref, self.log = staging, options, ref, log
+        self.x_eval, self.y_eval = x_eval, y_eval
+        self.required = dict(TARGETS[options.target].checks)
+        self.artifacts: list[dict[str, Any]] = []
+
+    def __call__(self, fmt: str, precision: str, rel: str, info: dict[str, Any],
+                 seconds: float, checks: dict[str, dict[str, Any]] | None = None) -> None:
+        from .bench import median_latency_ms
+        from .verify import compare, make_runner, run_batched
+
+        artifact = {"format": fmt, "precision": precision, "path": rel, **info}
+        if self.options.batch is not None:
+            artifact["batch"] = self.options.batch
+        runner = make_runner(self.staging, artifact, self.options.threads)
+        full = precision in ("int8", "dynamic_int8") or self.y_eval is not None
+        count = len(self.ref) if full else PARITY_BATCH
+        out = run_batched(runner, self.x_eval[:count])
+        parity = compare(self.ref[:count], out, precision, self.options.min_agreement,
+                         min(PARITY_BATCH, count))
+        accuracy = _accuracy(out, self.y_eval[:count] if self.y_eval is not None else None)
+        if accuracy is not None:
+            parity["test_top1"] = accuracy
+        self._apply_checks(f"{fmt}/{precision}", parity, checks or {})
+        latency = median_latency_ms(runner, self.x_eval[:1], runs=7, warmup=2)
+        artifact.update({"sha256": sha256_path(self.staging / rel),
+                         "bytes": size_bytes(self.staging / rel), "parity": parity,
+                         "latency_ms": round(latency, 2), "convert_seconds": round(seconds, 1),
+                         **({"checks": checks} if checks else {})})
+        self.artifacts.append(artifact)
+        shown = {k: v for k, v in parity.items()
+                 if k in ("max_abs_diff", "top1_agreement", "test_top1", "error")}
+        self.log(f"{fmt}/{precision}: {rel} parity {'ok' if parity['passed'] else 'FAILED'} "
+                 f"{shown} latency {latency:.2f} ms")
+
+    def _apply_checks(self, key: str, parity: dict[str, Any],
+                      checks: dict[str, dict[str, Any]]) -> None:
+        """A check the target requires of this file must pass, or the file fails."""
+        name = self.required.get(key)
+        if name and not checks.get(name, {}).get("passed"):
+            problems = checks.get(name, {}).get("problems", ["not run"])
+            parity["passed"] = False
+            parity["error"] = f"{name} check failed: {'; '.join(problems[:3])}"
+
+
 def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray | None,
            x_eval: np.ndarray, y_eval: np.ndarray | None, eval_spec: dict[str, Any],
            log: Any) -> dict[str, Any]:
     """Write every artifact into ``staging`` and return the manifest (not yet written)."""
     from keras_resnet.cpu import cpu_info
 
-    from .bench import median_latency_ms
-    from .verify import compare, keras_predict, make_runner, run_batched
+    from .verify import keras_predict
 
-    shape = source.input_shape
     reference_files = _write_reference(source, staging, x_eval[:PARITY_BATCH])
     quantized = any(QUANTIZE_MODES[m] in ("int8", "dynamic_int8") for m in options.quantize)
     # Every sample when quantized models are judged by agreement or accuracy is measured.
@@ -393,93 +444,26 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
     if keras_accuracy is not None:
         eval_spec["keras_top1"] = keras_accuracy
         log(f"keras: test top-1 {keras_accuracy * 100:.2f}% on {len(ref)} labelled samples")
-    metadata = _onnx_metadata(source)
-    artifacts: list[dict[str, Any]] = []
+    record = _Recorder(staging, options, ref, x_eval, y_eval, log)
     notes = list(source.notes)
-
-    def record(fmt: str, precision: str, rel: str, info: dict[str, Any],
-               seconds: float) -> None:
-        artifact = {"format": fmt, "precision": precision, "path": rel, **info}
-        runner = make_runner(staging, artifact, options.threads)
-        quantized_artifact = precision in ("int8", "dynamic_int8")
-        count = reference_count if quantized_artifact or y_eval is not None else PARITY_BATCH
-        out = run_batched(runner, x_eval[:count])
-        parity = compare(ref[:count], out, precision, options.min_agreement,
-                         min(PARITY_BATCH, count))
-        accuracy = _accuracy(out, y_eval[:count] if y_eval is not None else None)
-        if accuracy is not None:
-            parity["test_top1"] = accuracy
-        latency = median_latency_ms(runner, x_eval[:1], runs=7, warmup=2)
-        artifact.update({"sha256": sha256_path(staging / rel), "bytes": size_bytes(staging / rel),
-                         "parity": parity, "latency_ms": round(latency, 2),
-                         "convert_seconds": round(seconds, 1)})
-        artifacts.append(artifact)
-        state = "ok" if parity["passed"] else "FAILED"
-        log(f"{fmt}/{precision}: {rel} parity {state} "
-            f"{ {k: v for k, v in parity.items() if k in ('max_abs_diff', 'top1_agreement', 'test_top1')} }"
-            f" latency {latency:.2f} ms")
-
-    tflite_precisions = ["float32"] + [QUANTIZE_MODES[m] for m in options.quantize]
     if "saved_model" in options.formats or "tflite" in options.formats:
-        from .saved_model import build_saved_model
-
-        sm_rel = "saved_model" if "saved_model" in options.formats else ".saved_model_for_tflite"
-        t0 = time.perf_counter()
-        signature = build_saved_model(source.model, staging / sm_rel, shape)
-        seconds = time.perf_counter() - t0
-        if "saved_model" in options.formats:
-            record("saved_model", "float32", sm_rel,
-                   {"layout": "NHWC", **signature}, seconds)
-        if "tflite" in options.formats:
-            from .tflite import convert_tflite, describe_tflite
-
-            for precision in tflite_precisions:
-                t0 = time.perf_counter()
-                flatbuffer = convert_tflite(staging / sm_rel, precision,
-                                            calib if precision == "int8" else None)
-                rel = f"model_{precision}.tflite"
-                (staging / rel).write_bytes(flatbuffer)
-                record("tflite", precision, rel, {"layout": "NHWC",
-                                                  **describe_tflite(staging / rel)},
-                       time.perf_counter() - t0)
-        if sm_rel != "saved_model":
-            shutil.rmtree(staging / sm_rel)
+        _export_saved_model_and_tflite(source, staging, options, calib, record)
     if "onnx" in options.formats:
-        from .onnx_export import convert_onnx, describe_onnx
-        from .onnx_int8 import int8_structure, quantize_onnx_int8
-
-        layout = "NCHW" if options.nchw else "NHWC"
-        t0 = time.perf_counter()
-        info = convert_onnx(source.model, staging / "model.onnx", shape, options.opset,
-                            options.nchw, metadata)
-        record("onnx", "float32", "model.onnx", {"layout": layout, **info},
-               time.perf_counter() - t0)
-        if "int8" in options.quantize:
-            t0 = time.perf_counter()
-            onnx_calib = calib.transpose(0, 3, 1, 2) if options.nchw else calib
-            quantize_onnx_int8(staging / "model.onnx", staging / "model_int8.onnx",
-                               onnx_calib, metadata, options.int8_scheme)
-            structure = int8_structure(staging / "model_int8.onnx")
-            record("onnx", "int8", "model_int8.onnx",
-                   {"layout": layout, **describe_onnx(staging / "model_int8.onnx"),
-                    "int8": {"scheme": options.int8_scheme, **structure}},
-                   time.perf_counter() - t0)
-        skipped = [m for m in options.quantize if m != "int8"]
-        if skipped:
-            notes.append(f"--quantize {','.join(skipped)} applies to TFLite only; ONNX gets "
-                         "float32 and int8")
-    passed = all(a["parity"]["passed"] for a in artifacts)
+        notes += _export_onnx(source, staging, options, calib, record)
+    passed = all(a["parity"]["passed"] for a in record.artifacts)
+    batch = options.batch
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "passed" if passed else "failed",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": source.name, "config": source.config},
-        "input": {"shape": [None, *shape], "dtype": "float32", "layout": "NHWC",
+        "target": options.target,
+        "input": {"shape": [batch, *source.input_shape], "dtype": "float32", "layout": "NHWC",
                   "range": "raw RGB pixels 0..255" if source.preprocessing_in_model
                   else f"RGB pixels 0..255 after preprocessing {source.preprocessing!r}",
                   "preprocessing": source.preprocessing,
                   "preprocessing_in_model": source.preprocessing_in_model},
-        "output": {"shape": [None, *[int(d) for d in source.model.outputs[0].shape[1:]]],
+        "output": {"shape": [batch, *[int(d) for d in source.model.outputs[0].shape[1:]]],
                    "kind": "probabilities" if _probabilities(ref) else "values"},
         "labels": source.labels,
         "options": {k: v for k, v in asdict(options).items() if k not in ("force",)},
@@ -487,9 +471,71 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
         "tools": tool_versions(),
         "cpu": cpu_info(),
         "reference": reference_files,
-        "artifacts": artifacts,
+        "artifacts": record.artifacts,
         "notes": notes,
     }
+
+
+def _export_saved_model_and_tflite(source: Any, staging: Path, options: ExportOptions,
+                                   calib: np.ndarray | None, record: _Recorder) -> None:
+    """The SavedModel (kept when asked for) and every TFLite precision converted from it."""
+    from .saved_model import build_saved_model
+
+    keep = "saved_model" in options.formats
+    sm_rel = "saved_model" if keep else ".saved_model_for_tflite"
+    t0 = time.perf_counter()
+    signature = build_saved_model(source.model, staging / sm_rel, source.input_shape,
+                                  options.batch)
+    if keep:
+        record("saved_model", "float32", sm_rel, {"layout": "NHWC", **signature},
+               time.perf_counter() - t0)
+    if "tflite" in options.formats:
+        from .tflite import convert_tflite, describe_tflite, npu_check
+
+        for precision in ["float32"] + [QUANTIZE_MODES[m] for m in options.quantize]:
+            t0 = time.perf_counter()
+            rel = f"model_{precision}.tflite"
+            (staging / rel).write_bytes(convert_tflite(
+                staging / sm_rel, precision, calib if precision == "int8" else None,
+                options.int8_io))
+            checks = {"npu": npu_check(staging / rel)} if precision == "int8" else None
+            record("tflite", precision, rel, {"layout": "NHWC", **describe_tflite(staging / rel)},
+                   time.perf_counter() - t0, checks)
+    if not keep:
+        shutil.rmtree(staging / sm_rel)
+
+
+def _export_onnx(source: Any, staging: Path, options: ExportOptions,
+                 calib: np.ndarray | None, record: _Recorder) -> list[str]:
+    """float32 ONNX from tf2onnx, then float16 and int8 from it; returns notes."""
+    from .onnx_export import convert_onnx, convert_onnx_float16, describe_onnx
+    from .onnx_int8 import int8_structure, quantize_onnx_int8, tensorrt_check
+
+    layout = "NCHW" if options.nchw else "NHWC"
+    t0 = time.perf_counter()
+    info = convert_onnx(source.model, staging / "model.onnx", source.input_shape, options.opset,
+                        options.nchw, _onnx_metadata(source), options.batch)
+    record("onnx", "float32", "model.onnx", {"layout": layout, **info}, time.perf_counter() - t0)
+    if "float16" in options.quantize:
+        t0 = time.perf_counter()
+        info = convert_onnx_float16(staging / "model.onnx", staging / "model_float16.onnx")
+        record("onnx", "float16", "model_float16.onnx", {"layout": layout, **info},
+               time.perf_counter() - t0)
+    if "int8" in options.quantize:
+        t0 = time.perf_counter()
+        path = staging / "model_int8.onnx"
+        quantize_onnx_int8(staging / "model.onnx", path,
+                           calib.transpose(0, 3, 1, 2) if options.nchw else calib,
+                           _onnx_metadata(source), options.int8_scheme,
+                           options.calibration_method, options.batch)
+        int8 = {"scheme": options.int8_scheme, "calibration_method": options.calibration_method,
+                **int8_structure(path)}
+        record("onnx", "int8", "model_int8.onnx",
+               {"layout": layout, **describe_onnx(path), "int8": int8},
+               time.perf_counter() - t0, {"tensorrt": tensorrt_check(path)})
+    skipped = [m for m in options.quantize if m not in ("int8", "float16")]
+    return ([f"--quantize {','.join(skipped)} applies to TFLite only; ONNX gets float32, "
+             "float16 and int8"] if skipped else [])
 
 
 def _probabilities(ref: np.ndarray) -> bool:

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from .errors import ExportError, UsageError, VerificationFailed
-from .onnx_int8 import DEFAULT_INT8_SCHEME, INT8_SCHEMES
+from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
+from .targets import TARGETS
 
 QUANTIZE_HELP = "float16,dynamic,int8 (TFLite gets all; ONNX gets int8)"
 
@@ -94,9 +95,13 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="zoo name (resnet50, resnet20, ...) or a "
                    ".keras file (labels.json next to it is read)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--formats", type=_csv, default=["saved_model", "tflite", "onnx"],
-                   help="comma list of saved_model,tflite,onnx (default: all three)")
-    p.add_argument("--quantize", type=_csv, default=[], help=f"extra precisions: {QUANTIZE_HELP}")
+    p.add_argument("--target", choices=list(TARGETS), default="cpu",
+                   help="what the files are for: " + "; ".join(
+                       f"{name}: {row.summary}" for name, row in TARGETS.items()))
+    p.add_argument("--formats", type=_csv, default=None,
+                   help="comma list of saved_model,tflite,onnx (default: the target's)")
+    p.add_argument("--quantize", type=_csv, default=None,
+                   help=f"extra precisions: {QUANTIZE_HELP} (default: the target's)")
     p.add_argument("--calibration", metavar="SOURCE", help="int8 calibration set: digits | "
                    "tfds:NAME[:SPLIT] | folder:PATH | synthetic")
     p.add_argument("--data", metavar="SOURCE", help="evaluation set for parity and int8 "
@@ -105,9 +110,17 @@ def export_parser() -> argparse.ArgumentParser:
                    "calibration and evaluation sources (default 100)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--nchw", action="store_true", help="ONNX input in NCHW layout")
-    p.add_argument("--onnx-int8-scheme", choices=list(INT8_SCHEMES), default=DEFAULT_INT8_SCHEME,
-                   help="int8 ONNX types (default u8s8-7bit: cannot saturate on any CPU; "
-                        "see docs/export.md)")
+    p.add_argument("--onnx-int8-scheme", choices=list(INT8_SCHEMES), default=None,
+                   help=f"int8 ONNX types (default {DEFAULT_INT8_SCHEME}: cannot saturate on "
+                        "any CPU; s8s8-sym for --target tensorrt; see docs/export.md)")
+    p.add_argument("--calibration-method", choices=list(CALIBRATION_METHODS), default="minmax",
+                   help="int8 ONNX calibration (default minmax)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="static batch N in every file (default: dynamic; npu: 1)")
+    p.add_argument("--static", action="store_true", help="static shapes: --batch 1 unless "
+                   "--batch is given")
+    p.add_argument("--int8-io", choices=["int8", "uint8"], default="int8",
+                   help="input and output type of the TFLite int8 file (default int8)")
     p.add_argument("--min-agreement", type=float, default=0.98,
                    help="least top-1 agreement of int8 models with Keras (default 0.98)")
     p.add_argument("--labels", metavar="FILE", help="class names: JSON list or text lines")
@@ -157,7 +170,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         options = ExportOptions(
             formats=args.formats, quantize=args.quantize, calibration=args.calibration,
             data=args.data, samples=args.samples, opset=args.opset, nchw=args.nchw,
-            int8_scheme=args.onnx_int8_scheme,
+            int8_scheme=args.onnx_int8_scheme, target=args.target, batch=args.batch,
+            static=args.static, int8_io=args.int8_io,
+            calibration_method=args.calibration_method,
             weights=args.weights, classes=args.classes, input_size=args.input_size,
             labels=args.labels, builder=_builder_options(args),
             min_agreement=args.min_agreement, force=args.force, threads=args.threads)

@@ -18,19 +18,32 @@ def max_opset() -> int:
 
 
 def convert_onnx(model: Any, path: Path, input_shape: tuple[int, int, int], opset: int,
-                 nchw: bool, metadata: dict[str, str]) -> dict[str, Any]:
-    """Convert a Keras model with tf2onnx (dynamic batch; NCHW input when ``nchw``)."""
+                 nchw: bool, metadata: dict[str, str], batch: int | None = None
+                 ) -> dict[str, Any]:
+    """Convert a Keras model with tf2onnx (dynamic batch unless ``batch``; NCHW input when
+    ``nchw``)."""
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    spec = (tf.TensorSpec((None, *input_shape), tf.float32, name=INPUT_NAME),)
+    spec = (tf.TensorSpec((batch, *input_shape), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(
         model, input_signature=spec, opset=opset,
         inputs_as_nchw=[INPUT_NAME] if nchw else None)
     set_metadata(proto, metadata)
     onnx.save(proto, str(path))
     return describe_onnx(path)
+
+
+def convert_onnx_float16(float_path: Path, out_path: Path) -> dict[str, Any]:
+    """The float32 file with float16 weights and arithmetic, float32 input and output kept
+    (onnxruntime's converter, as GPUs and TensorRT's fp16 mode take it)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True)
+    onnx.save(proto, str(out_path))
+    return describe_onnx(out_path)
 
 
 def set_metadata(proto: Any, metadata: dict[str, str]) -> None:

@@ -28,6 +28,8 @@ class Int8Scheme:
     weights: str  # "int8" or "uint8"
     reduce_range: bool
     summary: str
+    symmetric_activations: bool = False  # every zero point 0 (TensorRT)
+    quantize_bias: bool = True  # int32 biases; TensorRT wants them float
 
 
 #: The int8 ONNX schemes the exporter can write (docs/export.md, "int8 on every CPU").
@@ -45,17 +47,32 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {
                        "default types)"),
     "u8u8": Int8Scheme("uint8", "uint8", False, "uint8 activations and weights: no "
                        "saturation, but no VNNI kernel"),
+    "s8s8-sym": Int8Scheme("int8", "int8", False, "symmetric int8 activations and weights, "
+                           "every zero point 0, float biases: TensorRT's explicit quantization",
+                           True, False),
 }
 DEFAULT_INT8_SCHEME = "u8s8-7bit"
 #: The largest sum VPMADDUBSW can hold (signed 16-bit) and its uint8 operand's largest value.
 INT16_MAX = 32767
 UINT8_MAX = 255
+#: onnxruntime's calibration methods by the name ``--calibration-method`` takes.
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: ONNX ops TensorRT's ONNX parser builds in an explicitly quantized ResNet (its operator
+#: support matrix); anything else in the file is named by ``tensorrt_check``.
+TENSORRT_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm", "Add", "Mul", "Sub", "Div",
+    "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceMax",
+    "ReduceSum", "Exp", "Softmax", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Pad", "Concat", "Identity", "Cast", "Shape", "Gather", "Slice", "Constant"})
 
 
 def quantize_onnx_int8(float_path: Path, out_path: Path, calibration: np.ndarray,
-                       metadata: dict[str, str], scheme: str = DEFAULT_INT8_SCHEME) -> None:
-    """Static int8 quantization with onnxruntime in QDQ form, per-channel weights, MinMax
-    calibration on ``calibration`` (model-ready inputs in the model's layout).
+                       metadata: dict[str, str], scheme: str = DEFAULT_INT8_SCHEME,
+                       method: str = "minmax", batch: int | None = None) -> None:
+    """Static int8 quantization with onnxruntime in QDQ form, per-channel weights,
+    calibrated by ``method`` on ``calibration`` (model-ready inputs in the model's layout),
+    fed ``batch`` at a time (the file's static batch, else 8; 1 for the histogram methods,
+    which need equal batches).
 
     onnxruntime fuses each DequantizeLinear -> Conv -> QuantizeLinear into a QLinearConv;
     ``scheme`` (a key of INT8_SCHEMES) picks the types, see docs/export.md.
@@ -74,13 +91,17 @@ def quantize_onnx_int8(float_path: Path, out_path: Path, calibration: np.ndarray
     samples = np.asarray(calibration, np.float32)
     input_name = onnx.load(str(float_path), load_external_data=False).graph.input[0].name
 
+    step = batch or (8 if method == "minmax" else 1)
+    if len(samples) % step:  # a static batch takes whole batches only
+        samples = np.concatenate([samples, samples[:step - len(samples) % step]])
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(range(0, len(samples), 8))
+            self._batches = iter(range(0, len(samples), step))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             start = next(self._batches, None)
-            return None if start is None else {input_name: samples[start:start + 8]}
+            return None if start is None else {input_name: samples[start:start + step]}
 
     quantize_static(
         str(float_path), str(out_path), Reader(),
@@ -90,10 +111,13 @@ def quantize_onnx_int8(float_path: Path, out_path: Path, calibration: np.ndarray
         per_channel=True,
         reduce_range=chosen.reduce_range,
         op_types_to_quantize=QUANTIZED_OPS,
-        calibrate_method=CalibrationMethod.MinMax,
+        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                          "percentile": CalibrationMethod.Percentile}[method],
+        extra_options={"ActivationSymmetric": chosen.symmetric_activations,
+                       "QuantizeBias": chosen.quantize_bias},
     )
     proto = onnx.load(str(out_path))
-    set_metadata(proto, {**metadata, "int8_scheme": scheme})
+    set_metadata(proto, {**metadata, "int8_scheme": scheme, "calibration_method": method})
     onnx.save(proto, str(out_path))
 
 
@@ -155,3 +179,43 @@ def _zero_point_type(node: Any, initializers: dict[str, Any]) -> str:
     if len(node.input) > 2 and node.input[2] in initializers:
         return numpy_helper.to_array(initializers[node.input[2]]).dtype.name
     return "int8"  # ONNX: a missing zero point means int8 with zero point 0
+
+
+def tensorrt_check(path: Path) -> dict[str, Any]:
+    """TensorRT's rules for explicitly quantized ONNX, read from the file: float32 input and
+    output, every QuantizeLinear/DequantizeLinear int8 with zero point 0 (symmetric) and a
+    positive scale, and only ops TensorRT builds. Problems name the node or tensor."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path), load_external_data=False)
+    graph = proto.graph
+    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    problems = []
+    for value in (*graph.input, *graph.output):
+        if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            problems.append(f"graph {value.name!r} is not float32")
+    for node in graph.node:
+        if node.op_type not in TENSORRT_OPS:
+            problems.append(f"node {node.name!r}: op {node.op_type} is not built by TensorRT")
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            problems += _qdq_problems(node, initializers)
+    problems = list(dict.fromkeys(problems))  # a Q/DQ pair shares its zero point
+    return {"passed": not problems, "problems": problems,
+            "rules": "float32 I/O; int8 Q/DQ with zero point 0 and scale > 0; TensorRT ops"}
+
+
+def _qdq_problems(node: Any, initializers: dict[str, np.ndarray]) -> list[str]:
+    """A Q/DQ node's zero point must be an int8 zero and its scale positive."""
+    if len(node.input) < 3 or node.input[2] not in initializers:
+        return [f"node {node.name!r}: no int8 zero point"]
+    zero, scale = initializers[node.input[2]], initializers.get(node.input[1])
+    problems = []
+    if zero.dtype != np.int8:
+        problems.append(f"tensor {node.input[2]!r}: zero point is {zero.dtype}, not int8")
+    elif np.any(zero != 0):
+        problems.append(f"tensor {node.input[2]!r}: zero point {int(zero.flat[np.argmax(zero != 0)])}"
+                        " is not 0 (asymmetric)")
+    if scale is None or np.any(scale <= 0):
+        problems.append(f"tensor {node.input[1]!r}: scale is not a positive constant")
+    return problems

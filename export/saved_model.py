@@ -1,4 +1,4 @@
-"""SavedModel export with a ``serving_default`` signature and a dynamic batch dimension."""
+"""SavedModel export with a ``serving_default`` signature (dynamic or static batch)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ INPUT_KEY = "input"
 OUTPUT_KEY = "output"
 
 
-def build_saved_model(model: Any, path: Path, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """Write ``model`` as a SavedModel at ``path``; returns the signature description.
+def build_saved_model(model: Any, path: Path, input_shape: tuple[int, int, int],
+                      batch: int | None = None) -> dict[str, Any]:
+    """Write ``model`` as a SavedModel at ``path`` (dynamic batch unless ``batch``); returns
+    the signature description.
 
     A plain ``tf.Module`` holding the variables once: Keras' ``ExportArchive`` (and
     ``model.export``) store every variable twice in Keras 3.15, doubling the file size.
@@ -22,14 +24,14 @@ def build_saved_model(model: Any, path: Path, input_shape: tuple[int, int, int])
     module = tf.Module()
     module.model_variables = [v.value if hasattr(v, "value") else v for v in model.variables]
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32,
+    @tf.function(input_signature=[tf.TensorSpec((batch, *input_shape), tf.float32,
                                                 name=INPUT_KEY)], autograph=False)
     def serve(input: tf.Tensor) -> dict[str, tf.Tensor]:  # noqa: A002 - the signature key
         return {OUTPUT_KEY: model(input, training=False)}
 
     module.serve = serve
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
-    return {"signature": "serving_default", "inputs": {INPUT_KEY: [None, *input_shape]},
+    return {"signature": "serving_default", "inputs": {INPUT_KEY: [batch, *input_shape]},
             "outputs": [OUTPUT_KEY]}
 
 

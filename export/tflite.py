@@ -11,12 +11,12 @@ TFLITE_PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
 
 
 def convert_tflite(saved_model_dir: Path, precision: str,
-                   representative: np.ndarray | None = None) -> bytes:
+                   representative: np.ndarray | None = None, io_type: str = "int8") -> bytes:
     """Convert the SavedModel to a flatbuffer of builtin ops only.
 
-    ``int8`` is full-integer (int8 input and output) calibrated on ``representative``
-    (model-ready inputs); ``dynamic_int8`` quantizes the weights only; ``float16`` stores
-    float16 weights.
+    ``int8`` is full-integer (``io_type`` int8 or uint8 input and output) calibrated on
+    ``representative`` (model-ready inputs, fed in the SavedModel's batch);
+    ``dynamic_int8`` quantizes the weights only; ``float16`` stores float16 weights.
     """
     import tensorflow as tf
 
@@ -32,16 +32,18 @@ def convert_tflite(saved_model_dir: Path, precision: str,
         if representative is None or len(representative) == 0:
             raise ValueError("int8 conversion needs a representative dataset")
         samples = np.asarray(representative, np.float32)
+        loaded = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+        batch = next(iter(loaded.structured_input_signature[1].values())).shape[0] or 1
 
-        def dataset():  # one sample per step, as the converter expects
-            for sample in samples:
-                yield [sample[None]]
+        def dataset():  # whole batches of the signature's (static) batch
+            for start in range(0, len(samples) - batch + 1, batch):
+                yield [samples[start:start + batch]]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        converter.inference_input_type = tf.as_dtype(io_type)
+        converter.inference_output_type = tf.as_dtype(io_type)
     elif precision != "float32":
         raise ValueError(f"unknown TFLite precision {precision!r}")
     return converter.convert()
@@ -101,3 +103,27 @@ class TFLiteRunner:
             scale, zero = self._output["quantization"]
             y = (y.astype(np.float32) - zero) * scale
         return y
+
+
+#: Tensor types of an integer-only TFLite file (int32 holds biases and shapes).
+INTEGER_TYPES = ("int8", "uint8", "int16", "int32", "int64")
+
+
+def npu_check(path: Path) -> dict[str, Any]:
+    """What NPU compilers (the Edge TPU's among them) require, read from the file: every
+    tensor's shape static (no -1) and every tensor of every op an integer type."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    problems = [f"tensor {t['name']!r} has a dynamic shape {[int(d) for d in t['shape_signature']]}"
+                for t in tensors.values() if any(d < 0 for d in t["shape_signature"])]
+    for op in interpreter._get_ops_details():
+        for index in (*op["inputs"], *op["outputs"]):
+            tensor = tensors.get(int(index))
+            if tensor is not None and np.dtype(tensor["dtype"]).name not in INTEGER_TYPES:
+                problems.append(f"op {op['op_name']} (#{op['index']}): tensor "
+                                f"{tensor['name']!r} is {np.dtype(tensor['dtype']).name}")
+    return {"passed": not problems, "problems": problems,
+            "rules": "every tensor shape static; every op's tensors integer"}

@@ -61,7 +61,31 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str,
 
 def make_runner(directory: Path, artifact: dict[str, Any], threads: int | None = None) -> Any:
     """A callable NHWC float32 -> float32 outputs for one manifest artifact (its path must
-    stay inside ``directory``)."""
+    stay inside ``directory``); a file with a static batch is fed whole batches."""
+    runner = _runtime_runner(directory, artifact, threads)
+    batch = artifact.get("batch")
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
+        return StaticBatch(runner, batch)
+    return runner
+
+
+class StaticBatch:
+    """Feeds a static-batch file exactly ``batch`` inputs per call (the last chunk padded by
+    repeating its first input) and returns one output per input."""
+
+    def __init__(self, runner: Any, batch: int) -> None:
+        self.runner, self.batch = runner, batch
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(x), self.batch):
+            chunk = x[start:start + self.batch]
+            padded = np.concatenate([chunk, np.repeat(chunk[:1], self.batch - len(chunk), 0)])
+            outputs.append(np.asarray(self.runner(padded))[:len(chunk)])
+        return np.concatenate(outputs)
+
+
+def _runtime_runner(directory: Path, artifact: dict[str, Any], threads: int | None) -> Any:
     path = resolve_inside(Path(directory), artifact["path"])
     if artifact["format"] == "saved_model":
         from .saved_model import SavedModelRunner

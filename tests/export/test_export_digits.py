@@ -21,35 +21,6 @@ LABELS = [str(i) for i in range(10)]
 
 
 @pytest.fixture(scope="module")
-def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ResNet-8 (CIFAR family) trained on digits to convergence (10 epochs, ~98.7 % test
-    top-1), taking raw pixels 0..255, saved as the trainer does: model.keras + labels.json.
-    (At 5 epochs, 96 %, the 7-bit int8 ONNX weights flip 5 of 300 low-margin answers.)"""
-    import keras
-
-    import keras_resnet
-
-    keras.utils.set_random_seed(1)
-    x, y = digits_arrays(32, split="train")
-    x_test, y_test = digits_arrays(32, split="test")
-    inputs = keras.Input((32, 32, 3))
-    scaled = keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    net = keras_resnet.build_resnet(8, family="cifar", input_shape=(32, 32, 3), classes=10)
-    model = keras.Model(inputs, net(scaled), name="digits_resnet8")
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=32, epochs=10, verbose=0)
-    accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
-    assert accuracy > 0.9, f"the test model did not learn digits (accuracy {accuracy:.3f})"
-    folder = tmp_path_factory.mktemp("trained")
-    model.save(folder / "model.keras")
-    (folder / "labels.json").write_text(json.dumps(
-        {"labels": LABELS, "input_size": 32, "preprocessing": "raw RGB 0..255, rescaled in "
-         "the model"}))
-    return folder / "model.keras"
-
-
-@pytest.fixture(scope="module")
 def exported(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("exports") / "digits"
     export_model(str(trained_model), out, quantize=["float16", "dynamic", "int8"],
@@ -71,7 +42,7 @@ def test_every_format_and_precision_is_exported_and_passes(exported: Path) -> No
     kinds = {(a["format"], a["precision"]) for a in manifest["artifacts"]}
     assert kinds == {("saved_model", "float32"), ("tflite", "float32"), ("tflite", "float16"),
                      ("tflite", "dynamic_int8"), ("tflite", "int8"), ("onnx", "float32"),
-                     ("onnx", "int8")}
+                     ("onnx", "float16"), ("onnx", "int8")}
     assert manifest["status"] == "passed"
     for artifact in manifest["artifacts"]:
         parity = artifact["parity"]
@@ -203,7 +174,8 @@ def test_onnx_int8_cannot_saturate_16_bit_sums_on_any_cpu(exported: Path) -> Non
     assert all(w.dtype == np.int8 for w in weights) and largest <= 64
     assert 2 * 255 * largest <= 32767
     info = _artifact(_manifest(exported), "onnx", "int8")["int8"]
-    assert info == {"scheme": "u8s8-7bit", "quantized_layers": len(weights),
+    assert info == {"scheme": "u8s8-7bit", "calibration_method": "minmax",
+                    "quantized_layers": len(weights),
                     "activation_types": ["uint8"], "weight_types": ["int8"],
                     "max_abs_weight": largest, "vpmaddubsw_worst_sum": 2 * 255 * largest,
                     "saturation_free": True}
@@ -284,11 +256,11 @@ def test_emulated_avx2_cpu_reproduces_saturation_of_8_bit_weights(
 def test_verify_passes_on_untouched_export(exported: Path, capsys: pytest.CaptureFixture) -> None:
     report = verify_dir(exported, data="digits", samples=100)
     assert report["passed"], report["problems"]
-    assert len(report["artifacts"]) == 7
+    assert len(report["artifacts"]) == 8
     assert report["cpu"] == report["exported_on"] == cpu_info()
     assert verify_main([str(exported), "--samples", "50"]) == 0
     out = capsys.readouterr().out
-    assert "verified 7 artifacts" in out
+    assert "verified 8 artifacts" in out
     assert f"CPU: {cpu_line()}" in out and " ".join(cpu_info()["flags"]) in out
 
 
@@ -315,7 +287,7 @@ def test_bench_reports_every_artifact_and_keras(exported: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     rows = bench_dir(exported, batch=4, runs=3)
     assert [r["name"] for r in rows][0] == "keras"
-    assert len(rows) == 8
+    assert len(rows) == 9
     assert all(r["latency_ms"] > 0 and r["throughput"] > 0 for r in rows)
     assert bench_main([str(exported), "--batch", "2", "--runs", "2", "--no-keras"]) == 0
     table = capsys.readouterr().out
@@ -333,5 +305,5 @@ def test_every_file_agrees_with_keras_on_an_emulated_arm64_board(exported: Path,
     rows = check_dir(exported, prepare(cpu=cpu), samples=20)
     assert [r["artifact"].split(" ")[0] for r in rows] == [
         "tflite/float32", "tflite/float16", "tflite/dynamic_int8", "tflite/int8",
-        "onnx/float32", "onnx/int8"]
+        "onnx/float32", "onnx/float16", "onnx/int8"]
     assert all(r["passed"] for r in rows), rows
