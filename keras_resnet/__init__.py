@@ -5,6 +5,7 @@
 >>> model = keras_resnet.ResNet50()               # keras.applications' API
 >>> cifar = keras_resnet.create_model("resnet56")  # registry
 >>> keras_resnet.profile(model)["macs"]            # multiply-adds, walked from the layers
+>>> r18 = keras_resnet.ResNet18(weights="timm/resnet18.a1_in1k")  # timm's weights
 """
 
 from .features import feature_extractor
@@ -35,6 +36,7 @@ from .models import (
     model_info,
 )
 from .preprocessing import preprocess_input
+from .pretrained import list_weights, weights_info
 from .profile import profile
 
 __version__ = "0.1.0"
@@ -44,5 +46,5 @@ __all__ = [
     "ResNet50V2", "ResNet56", "ResNet101", "ResNet101V2", "ResNet110", "ResNet152",
     "ResNet152V2", "ResNet200", "ResNet1202", "ResNeXt50_32x4d", "WideResNet28_10",
     "WideResNet50_2", "build_resnet", "create_model", "feature_extractor", "list_models",
-    "load_model", "model_info", "preprocess_input", "profile",
+    "list_weights", "load_model", "model_info", "preprocess_input", "profile", "weights_info",
 ]
