@@ -122,15 +122,16 @@ def build_network(
             classifier_activation=classifier_activation, shortcut=shortcut, residual=residual,
         )
     shape = _check_input_shape(spec, input_shape, input_tensor, include_top, weights, name)
+    channels = shape[-1] if channel_axis() == -1 else shape[0]
     normalise = normalisation.check(include_preprocessing, weights, spec, weights_name,
-                                    channels=shape[channel_axis()])
+                                    channels=channels)
     if timm_weights.handles(weights):  # after every cheap check: this may download
         checkpoint = timm_weights.open_checkpoint(weights)
         classes = timm_weights.check_fits(checkpoint, spec=spec, model_name=name,
                                           include_top=include_top, classes=classes,
-                                          channels=shape[channel_axis()])
+                                          channels=channels)
         normalise = normalisation.check(include_preprocessing, checkpoint, spec,
-                                        weights_name, channels=shape[channel_axis()])
+                                        weights_name, channels=channels)
     classes = spec.default_classes if classes is None else classes
 
     inputs, img = _inputs(shape, input_tensor)

@@ -138,6 +138,60 @@ def write_timm_checkpoint(folder, arch, classes=1000, seed=0, drop=(), extra=Non
     return folder / "model.safetensors"
 
 
-@pytest.fixture(name="timm_checkpoint")
+@pytest.fixture(name="timm_checkpoint", scope="session")
 def _timm_checkpoint_fixture():
     return write_timm_checkpoint
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A loopback stand-in for the hub's ``resolve`` endpoint (HEAD and GET), with
+    ``HF_ENDPOINT`` and ``HF_HUB_CACHE`` pointed at it and at ``tmp_path / "hub"``.
+
+    Call it with ``{"/timm/NAME/resolve/main/model.safetensors": bytes}``; ``truncate``
+    sends half of each body; ``etag`` overrides the published SHA-256."""
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    servers = []
+
+    def start(files, truncate=False, etag=None):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _head(self):
+                body = files.get(self.path.split("?")[0])
+                self.send_response(404 if body is None else 200)
+                if body is None:
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                self.send_header("X-Repo-Commit", "0" * 40)
+                self.send_header("ETag", f'"{etag or hashlib.sha256(body).hexdigest()}"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                return body
+
+            def do_HEAD(self):
+                self._head()
+
+            def do_GET(self):
+                resume = truncate and "Range" in self.headers
+                body = self._head()
+                if body is not None and not resume:  # a resumed download gets no byte more
+                    self.wfile.write(body[: len(body) // 2] if truncate else body)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        return server
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
