@@ -5,6 +5,7 @@
 >>> model = keras_resnet.ResNet50()               # keras.applications' API
 >>> cifar = keras_resnet.create_model("resnet56")  # registry
 >>> keras_resnet.profile(model)["macs"]            # multiply-adds, walked from the layers
+>>> r18 = keras_resnet.ResNet18(weights="timm/resnet18.a1_in1k")  # timm's weights
 """
 
 import importlib
@@ -17,7 +18,7 @@ from typing import Any
 #: starts and writes its start-up lines.
 _SOURCES = {
     "feature_extractor": "features", "load_model": "io", "preprocess_input": "preprocessing",
-    "profile": "profile",
+    "profile": "profile", "list_weights": "pretrained", "weights_info": "pretrained",
     **dict.fromkeys((
         "REGISTRY", "ResNet18", "ResNet20", "ResNet32", "ResNet34", "ResNet44", "ResNet50",
         "ResNet50V2", "ResNet56", "ResNet101", "ResNet101V2", "ResNet110", "ResNet152",
@@ -56,5 +57,5 @@ __all__ = [
     "ResNet50V2", "ResNet56", "ResNet101", "ResNet101V2", "ResNet110", "ResNet152",
     "ResNet152V2", "ResNet200", "ResNet1202", "ResNeXt50_32x4d", "WideResNet28_10",
     "WideResNet50_2", "build_resnet", "create_model", "feature_extractor", "list_models",
-    "load_model", "model_info", "preprocess_input", "profile",
+    "list_weights", "load_model", "model_info", "preprocess_input", "profile", "weights_info",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from . import blocks
+from . import blocks, normalisation, timm_weights
 from . import weights as weights_lib
 from .specs import POOLINGS, SHORTCUTS, NetSpec
 
@@ -28,37 +28,65 @@ def recursion_headroom(frames: int = 20_000) -> Iterator[None]:
         sys.setrecursionlimit(previous)
 
 
+def channel_axis() -> int:
+    """Axis of the channels in ``keras.config.image_data_format()``: -1 or 1."""
+    return -1 if keras.config.image_data_format() == "channels_last" else 1
+
+
 def _check_input_shape(spec: NetSpec, input_shape, input_tensor, include_top: bool,
                        weights, model_name: str) -> tuple:
-    if keras.config.image_data_format() != "channels_last":
-        raise ValueError("keras_resnet builds channels_last models only; set "
-                         "keras.config.set_image_data_format('channels_last')")
+    """The input shape in the current data format: (H, W, C) or (C, H, W)."""
+    last = channel_axis() == -1
+    order = "(height, width, channels)" if last else "(channels, height, width)"
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
         size = spec.default_size if include_top else None
-        input_shape = (size, size, 3)
+        input_shape = (size, size, 3) if last else (3, size, size)
     try:
         input_shape = tuple(None if d is None else int(d) for d in input_shape)
     except (TypeError, ValueError):
-        raise ValueError(f"input_shape={input_shape!r} must be a tuple (height, width, "
-                         "channels)") from None
+        raise ValueError(f"input_shape={input_shape!r} must be a tuple {order}") from None
     if len(input_shape) != 3:
-        raise ValueError(f"input_shape={input_shape!r} must have 3 entries (height, width, "
-                         "channels), channels last")
-    channels = input_shape[2]
+        raise ValueError(f"input_shape={input_shape!r} must have 3 entries {order}, as "
+                         f"image_data_format {keras.config.image_data_format()!r} orders them")
+    channels = input_shape[2] if last else input_shape[0]
     if channels is None or channels < 1:
         raise ValueError(f"input_shape={input_shape!r}: the channel count must be known and >= 1")
     if weights == "imagenet" and channels != 3:
         raise ValueError(f"input_shape={input_shape!r}: weights='imagenet' needs 3 channels")
     minimum = spec.total_stride
-    for d in input_shape[:2]:
+    for d in (input_shape[:2] if last else input_shape[1:]):
         if d is not None and d < minimum:
             raise ValueError(
                 f"input_shape={input_shape!r} is too small for {model_name}: height and width "
                 f"must be at least {minimum} (its total stride)"
             )
     return input_shape
+
+
+def _check_options(spec: NetSpec, shortcut, pooling, residual, drop_path_rate, classes):
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut={shortcut!r} is not one of 'A', 'B', 'C' (section 3.3)")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not one of None, 'avg', 'max'")
+    if not isinstance(residual, bool):
+        raise ValueError(f"residual={residual!r} must be True or False")
+    if not isinstance(drop_path_rate, int | float) or not 0 <= drop_path_rate < 1:
+        raise ValueError(f"drop_path_rate={drop_path_rate!r} must be a number in [0, 1)")
+    if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool)
+                                or classes < 1):
+        raise ValueError(f"classes={classes!r} must be a positive integer")
+
+
+def _inputs(shape: tuple, input_tensor: Any):
+    if input_tensor is None:
+        inputs = layers.Input(shape=shape, name="input_layer")
+        return inputs, inputs
+    if keras.backend.is_keras_tensor(input_tensor):
+        return keras.utils.get_source_inputs(input_tensor), input_tensor
+    inputs = layers.Input(tensor=input_tensor, shape=shape)
+    return inputs, inputs
 
 
 def build_network(
@@ -77,36 +105,39 @@ def build_network(
     zero_init_residual: bool = False,
     drop_path_rate: float = 0.0,
     weights_name: str | None = None,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     """Build ``spec`` as a functional model; see :func:`keras_resnet.build_resnet`."""
     shortcut = spec.default_shortcut if shortcut is None else shortcut
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"shortcut={shortcut!r} is not one of 'A', 'B', 'C' (section 3.3)")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling={pooling!r} is not one of None, 'avg', 'max'")
-    if not isinstance(residual, bool):
-        raise ValueError(f"residual={residual!r} must be True or False")
-    if not isinstance(drop_path_rate, int | float) or not 0 <= drop_path_rate < 1:
-        raise ValueError(f"drop_path_rate={drop_path_rate!r} must be a number in [0, 1)")
-    classes = spec.default_classes if classes is None else classes
-    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
-        raise ValueError(f"classes={classes!r} must be a positive integer")
-    weights_lib.check_weights_argument(
-        weights, spec=spec, weights_name=weights_name, include_top=include_top,
-        classes=classes, classifier_activation=classifier_activation, shortcut=shortcut,
-        residual=residual,
-    )
-    shape = _check_input_shape(spec, input_shape, input_tensor, include_top, weights, name)
-
-    if input_tensor is None:
-        inputs = img = layers.Input(shape=shape, name="input_layer")
-    elif keras.backend.is_keras_tensor(input_tensor):
-        img = input_tensor
-        inputs = keras.utils.get_source_inputs(input_tensor)
+    _check_options(spec, shortcut, pooling, residual, drop_path_rate, classes)
+    checkpoint = None
+    if timm_weights.handles(weights):
+        timm_weights.check_argument(weights, spec=spec, model_name=name, shortcut=shortcut,
+                                    residual=residual)
+        _check_head(weights, include_top, classifier_activation)
     else:
-        inputs = img = layers.Input(tensor=input_tensor, shape=shape)
+        weights_lib.check_weights_argument(
+            weights, spec=spec, weights_name=weights_name, include_top=include_top,
+            classes=spec.default_classes if classes is None else classes,
+            classifier_activation=classifier_activation, shortcut=shortcut, residual=residual,
+        )
+    shape = _check_input_shape(spec, input_shape, input_tensor, include_top, weights, name)
+    channels = shape[-1] if channel_axis() == -1 else shape[0]
+    normalise = normalisation.check(include_preprocessing, weights, spec, weights_name,
+                                    channels=channels)
+    if timm_weights.handles(weights):  # after every cheap check: this may download
+        checkpoint = timm_weights.open_checkpoint(weights)
+        classes = timm_weights.check_fits(checkpoint, spec=spec, model_name=name,
+                                          include_top=include_top, classes=classes,
+                                          channels=channels)
+        normalise = normalisation.check(include_preprocessing, checkpoint, spec,
+                                        weights_name, channels=channels)
+    classes = spec.default_classes if classes is None else classes
 
-    opts = blocks.BlockOptions(spec, shortcut, residual, zero_init_residual)
+    inputs, img = _inputs(shape, input_tensor)
+    if normalise is not None:
+        img = normalisation.layer(*normalise, axis=channel_axis())(img)
+    opts = blocks.BlockOptions(spec, shortcut, residual, zero_init_residual, channel_axis())
     x = blocks.stem(img, opts)
     x = blocks.stages(x, opts, drop_path_rate)
     if include_top:
@@ -118,6 +149,14 @@ def build_network(
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
     with recursion_headroom():
         model = keras.Model(inputs, x, name=name)
-    if weights is not None:
+    if checkpoint is not None:
+        timm_weights.load_into(model, checkpoint, include_top=include_top)
+    elif weights is not None:
         weights_lib.load_into(model, weights, weights_name=weights_name, include_top=include_top)
     return model
+
+
+def _check_head(weights, include_top: bool, classifier_activation) -> None:
+    if include_top and classifier_activation not in (None, "softmax"):
+        raise ValueError(f"classifier_activation={classifier_activation!r}: with "
+                         f"weights={weights!r} only None or 'softmax' is allowed")

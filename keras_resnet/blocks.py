@@ -3,6 +3,9 @@
 Built-in layers keep every model loadable with ``safe_mode=True`` and no
 ``custom_objects``, and convertible to TFLite and ONNX. Layer names follow
 keras.applications (``conv4_block6_out``) so its weight files load by name.
+Every layer follows ``keras.config.image_data_format()`` at build time, so a
+network builds channels-last (NHWC) or channels-first (NCHW) alike; kernels
+have the same shape in both, so every weight file loads into either.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from dataclasses import dataclass
 
 from keras import layers
 
-from .specs import NetSpec
+from .specs import KERAS_BN_EPSILON, NetSpec
 
-#: keras.applications' epsilon, kept so its published weights give the same outputs.
-BN_EPSILON = 1.001e-5
+#: keras.applications' epsilon, kept so its published weights give the same outputs
+#: (the spec's ``bn_epsilon``: 1e-5 for torchvision/timm weights).
+BN_EPSILON = KERAS_BN_EPSILON
 #: Moving-average momentum of the BN statistics (0.9 as in torchvision's 0.1).
 BN_MOMENTUM = 0.9
 #: He et al. 2015 initialisation ("MSRA", fan-in scaled normal), section 3.4.
@@ -29,15 +33,16 @@ class BlockOptions:
     shortcut: str
     residual: bool
     zero_init_residual: bool
+    channel_axis: int = -1
 
     @property
     def preact(self) -> bool:
         return self.spec.preact
 
 
-def batch_norm(x, name: str, *, zero_gamma: bool = False):
+def batch_norm(x, name: str, opts: BlockOptions, *, zero_gamma: bool = False):
     return layers.BatchNormalization(
-        axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+        axis=opts.channel_axis, epsilon=opts.spec.bn_epsilon, momentum=BN_MOMENTUM,
         gamma_initializer="zeros" if zero_gamma else "ones", name=name,
     )(x)
 
@@ -74,22 +79,28 @@ def shortcut(x, preact, out_channels: int, stride: int, opts: BlockOptions, name
     the number of channels grows, identity elsewhere. Option C: a projection on
     every block. Pre-activation nets project from the activated input.
     """
-    in_channels = x.shape[-1]
+    in_channels = x.shape[opts.channel_axis]
     grows = in_channels != out_channels
     if opts.shortcut == "C" or (opts.shortcut == "B" and grows):
         source = preact if opts.preact else x
         y = conv(source, out_channels, 1, stride, f"{name}_0_conv", bias=opts.spec.conv_bias)
         if not opts.preact:
-            y = batch_norm(y, f"{name}_0_bn")
+            y = batch_norm(y, f"{name}_0_bn", opts)
         return y
     y = x
     if stride > 1:
         y = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(y)
     if grows:
         extra = out_channels - in_channels
-        # A channels_first view of an NHWC tensor pads its (W, C) axes: only C here.
-        y = layers.ZeroPadding2D(((0, 0), (extra // 2, extra - extra // 2)),
-                                 data_format="channels_first", name=f"{name}_0_pad")(y)
+        # ZeroPadding2D pads two spatial axes: read in the other layout, an NHWC
+        # tensor's (W, C) or an NCHW tensor's (C, H) are those axes; pad only C.
+        lo, hi = extra // 2, extra - extra // 2
+        if opts.channel_axis == -1:
+            y = layers.ZeroPadding2D(((0, 0), (lo, hi)), data_format="channels_first",
+                                     name=f"{name}_0_pad")(y)
+        else:
+            y = layers.ZeroPadding2D(((lo, hi), (0, 0)), data_format="channels_last",
+                                     name=f"{name}_0_pad")(y)
     return y
 
 
@@ -98,12 +109,12 @@ def _basic_body(x, filters: int, stride: int, opts: BlockOptions, name: str):
     pre = opts.preact
     bias = opts.spec.conv_bias
     y = conv(x, filters, 3, stride, f"{name}_1_conv", bias=bias and not pre, explicit_pad=pre)
-    y = relu(batch_norm(y, f"{name}_1_bn"), f"{name}_1_relu")
+    y = relu(batch_norm(y, f"{name}_1_bn", opts), f"{name}_1_relu")
     zero = opts.zero_init_residual
     y = conv(y, filters, 3, 1, f"{name}_2_conv", bias=bias, explicit_pad=pre,
              zero_kernel=zero and pre)
     if not pre:
-        y = batch_norm(y, f"{name}_2_bn", zero_gamma=zero)
+        y = batch_norm(y, f"{name}_2_bn", opts, zero_gamma=zero)
     return y
 
 
@@ -115,15 +126,15 @@ def _bottleneck_body(x, filters: int, stride: int, opts: BlockOptions, name: str
     s1, s3 = (1, stride) if stride_on_3x3 else (stride, 1)
     bias = spec.conv_bias
     y = conv(x, width, 1, s1, f"{name}_1_conv", bias=bias and not pre)
-    y = relu(batch_norm(y, f"{name}_1_bn"), f"{name}_1_relu")
+    y = relu(batch_norm(y, f"{name}_1_bn", opts), f"{name}_1_relu")
     y = conv(y, width, 3, s3, f"{name}_2_conv", bias=bias and not pre, groups=spec.groups,
              explicit_pad=pre)
-    y = relu(batch_norm(y, f"{name}_2_bn"), f"{name}_2_relu")
+    y = relu(batch_norm(y, f"{name}_2_bn", opts), f"{name}_2_relu")
     zero = opts.zero_init_residual
     y = conv(y, filters * spec.expansion, 1, 1, f"{name}_3_conv", bias=bias,
              zero_kernel=zero and pre)
     if not pre:
-        y = batch_norm(y, f"{name}_3_bn", zero_gamma=zero)
+        y = batch_norm(y, f"{name}_3_bn", opts, zero_gamma=zero)
     return y
 
 
@@ -139,7 +150,7 @@ def residual_block(x, filters: int, stride: int, opts: BlockOptions, name: str,
     out_channels = filters * opts.spec.expansion
     preact = None
     if opts.preact:
-        preact = relu(batch_norm(x, f"{name}_preact_bn"), f"{name}_preact_relu")
+        preact = relu(batch_norm(x, f"{name}_preact_bn", opts), f"{name}_preact_relu")
     sc = shortcut(x, preact, out_channels, stride, opts, name) if opts.residual else None
     body = _bottleneck_body if opts.spec.block == "bottleneck" else _basic_body
     y = body(preact if opts.preact else x, filters, stride, opts, name)
@@ -164,7 +175,7 @@ def stem(x, opts: BlockOptions):
     else:
         x = conv(x, 16, 3, 1, "conv1_conv", bias=spec.conv_bias)
     if not opts.preact:
-        x = relu(batch_norm(x, "conv1_bn"), "conv1_relu")
+        x = relu(batch_norm(x, "conv1_bn", opts), "conv1_relu")
     if spec.family == "imagenet":
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -192,5 +203,5 @@ def stages(x, opts: BlockOptions, drop_path_rate: float = 0.0):
             x = residual_block(x, width, stride, opts, f"conv{s + 2}_block{b + 1}", rate)
             index += 1
     if opts.preact:
-        x = relu(batch_norm(x, "post_bn"), "post_relu")
+        x = relu(batch_norm(x, "post_bn", opts), "post_relu")
     return x

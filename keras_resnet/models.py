@@ -12,8 +12,9 @@ from typing import Any
 
 import keras
 
+from . import timm_weights
 from .backbone import build_network
-from .specs import FAMILIES, NetSpec, cifar_spec, imagenet_spec
+from .specs import FAMILIES, LAYOUTS, NetSpec, cifar_spec, imagenet_spec, with_layout
 
 
 def _spec(depth: int, family: str, variant: str, groups: int, width_per_group: int,
@@ -31,11 +32,34 @@ def _spec(depth: int, family: str, variant: str, groups: int, width_per_group: i
     return cifar_spec(depth, variant, widen_factor=widen_factor)
 
 
+def _layout_and_variant(depth: int, family: str, variant: str | None, layout: str | None,
+                        weights: Any) -> tuple[str, str]:
+    """Defaults, and the layout the weights dictate: timm checkpoints are torchvision's
+    v1.5 nets without conv biases; keras.applications' files are the "keras" layout."""
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not one of {', '.join(map(repr, LAYOUTS))}")
+    if timm_weights.handles(weights):
+        bottleneck = family == "imagenet" and depth >= 50
+        if layout == "keras" or variant == "v2" or (variant == "v1" and bottleneck):
+            asked = ", ".join(f"{k}={v!r}" for k, v in (("variant", variant), ("layout", layout))
+                              if v is not None)
+            raise ValueError(f"weights={weights!r} hold a {timm_weights.TORCH_LAYOUT} network, "
+                             f"but {asked} was asked: leave variant and layout unset")
+        return "torch", "v1.5"
+    if weights == "imagenet" and layout == "torch":
+        raise ValueError("weights='imagenet' are keras.applications' files, layout='keras' "
+                         "(conv biases, BN epsilon 1.001e-5); for layout='torch' use timm "
+                         "weights (keras_resnet.list_weights())")
+    layout = layout or "keras"
+    return layout, variant or ("v1.5" if layout == "torch" else "v1")
+
+
 def build_resnet(
     depth: int,
     *,
     family: str = "imagenet",
-    variant: str = "v1",
+    variant: str | None = None,
+    layout: str | None = None,
     groups: int = 1,
     width_per_group: int = 64,
     widen_factor: int = 1,
@@ -51,6 +75,7 @@ def build_resnet(
     residual: bool = True,
     zero_init_residual: bool = False,
     drop_path_rate: float = 0.0,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     """Build a residual network of any valid depth.
 
@@ -60,13 +85,19 @@ def build_resnet(
         family: ``"imagenet"`` or ``"cifar"``.
         variant: ``"v1"`` (the paper: a bottleneck's stride on its first 1x1),
             ``"v1.5"`` (stride on the 3x3, as torchvision and MLPerf) or ``"v2"``
-            (pre-activation, He et al. 2016).
+            (pre-activation, He et al. 2016). Default: "v1", or "v1.5" for
+            ``layout="torch"`` and timm weights.
+        layout: ``"keras"`` (keras.applications: conv biases in the ImageNet
+            family, BN epsilon 1.001e-5) or ``"torch"`` (torchvision/timm: no conv
+            biases, BN epsilon 1e-5). Default: what ``weights`` need, else "keras".
         groups, width_per_group: ResNeXt / Wide ResNet bottlenecks (ImageNet).
         widen_factor: Wide ResNet width multiplier (CIFAR).
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: as in ``keras.applications``, except
             that ``weights`` defaults to ``None`` (nothing is downloaded unless
-            asked). ``weights`` is ``None``, ``"imagenet"`` or a file path.
+            asked). ``weights`` is ``None``, ``"imagenet"``, a timm name such as
+            ``"timm/resnet50.a1_in1k"`` (see :func:`keras_resnet.list_weights`) or a
+            file: ``.safetensors`` (timm), ``.h5``, ``.weights.h5`` or ``.keras``.
         shortcut: ``"A"`` zero-padded identity, ``"B"`` projection where the
             channels grow, ``"C"`` projection everywhere (section 3.3). Default:
             B for ImageNet, A for CIFAR.
@@ -75,8 +106,12 @@ def build_resnet(
             or last conv of a pre-activation block; Goyal et al. 2017).
         drop_path_rate: stochastic depth; block i of N drops its branch with
             probability ``rate * i / (N - 1)``.
+        include_preprocessing: put the weights' input normalisation in the model
+            (a ``Rescaling`` layer), so it takes RGB pixels in [0, 255].
     """
-    spec = _spec(depth, family, variant, groups, width_per_group, widen_factor)
+    layout, variant = _layout_and_variant(depth, family, variant, layout, weights)
+    spec = with_layout(_spec(depth, family, variant, groups, width_per_group, widen_factor),
+                       layout)
     prefix = "resnet" if residual else "plain"
     suffix = "v2" if variant == "v2" else ""
     default_name = f"{prefix}{depth}{suffix}"
@@ -86,6 +121,7 @@ def build_resnet(
         classifier_activation=classifier_activation, name=name or default_name,
         shortcut=shortcut, residual=residual, zero_init_residual=zero_init_residual,
         drop_path_rate=drop_path_rate, weights_name=f"resnet{depth}{suffix}",
+        include_preprocessing=include_preprocessing,
     )
 
 

@@ -22,7 +22,8 @@ def _static(model: keras.Model, input_shape: tuple | None) -> keras.Model:
         return model
     if input_shape is None:
         raise ValueError(f"profile: {model.name} has a variable input size {shape}; pass "
-                         "input_shape=(height, width, channels)")
+                         "input_shape=(height, width, channels), or (channels, height, width) "
+                         "for a channels-first model")
     input_shape = tuple(int(d) for d in input_shape)
     if len(model.inputs) != 1 or len(input_shape) != len(shape):
         raise ValueError(f"profile: input_shape={input_shape} does not fit the model input "
@@ -45,7 +46,7 @@ def _layer_macs(layer: layers.Layer) -> int:
     if isinstance(layer, layers.Conv2D):
         out = layer.output.shape
         kh, kw = layer.kernel_size
-        cin = layer.input.shape[-1]
+        cin = layer.input.shape[-1 if layer.data_format == "channels_last" else 1]
         return math.prod(out[1:]) * kh * kw * cin // layer.groups
     if isinstance(layer, layers.Dense):
         inp = layer.input.shape
@@ -62,8 +63,9 @@ def profile(model: keras.Model, input_shape: tuple | None = None) -> dict[str, i
 
     Args:
         model: any functional Keras model (nested models are walked too).
-        input_shape: (height, width, channels) to count at, required when the
-            model's own input size is variable. The model is then rebuilt from its
+        input_shape: (height, width, channels) to count at, or (channels, height,
+            width) for a channels-first model; required when the model's own input
+            size is variable. The model is then rebuilt from its
             config: Keras' ``get_config`` imports TensorFlow when it is installed.
 
     Returns:

@@ -6,12 +6,18 @@ successors; :mod:`keras_resnet.backbone` turns any spec into a functional graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 FAMILIES = ("imagenet", "cifar")
 VARIANTS = ("v1", "v1.5", "v2")
 SHORTCUTS = ("A", "B", "C")
 POOLINGS = (None, "avg", "max")
+#: Weight layouts: "keras" is keras.applications' (conv biases in the ImageNet family,
+#: BN epsilon 1.001e-5); "torch" is torchvision's and timm's (no conv biases, BN epsilon
+#: 1e-5, PyTorch's default), whose checkpoints :mod:`keras_resnet.timm_weights` loads.
+LAYOUTS = ("keras", "torch")
+KERAS_BN_EPSILON = 1.001e-5
+TORCH_BN_EPSILON = 1e-5
 
 #: ImageNet layouts, paper Table 1 (ResNet-200 from He et al. 2016): block kind
 #: and blocks per stage conv2_x..conv5_x.
@@ -50,6 +56,8 @@ class NetSpec:
         conv_bias: convs carry biases. True for the ImageNet family, matching
             keras.applications' layer layout so its weight files load; the
             CIFAR family has none, as in the paper's parameter counts.
+        bn_epsilon: batch-norm epsilon (1.001e-5 in keras.applications, 1e-5 in
+            PyTorch); the weights only reproduce their outputs with their own.
         default_shortcut: option of section 3.3 used when none is given:
             B for ImageNet, A for CIFAR.
         default_size: default input height and width.
@@ -64,9 +72,15 @@ class NetSpec:
     groups: int = 1
     width_per_group: int = 64
     conv_bias: bool = True
+    bn_epsilon: float = KERAS_BN_EPSILON
     default_shortcut: str = "B"
     default_size: int = 224
     default_classes: int = 1000
+
+    @property
+    def layout(self) -> str:
+        """``"torch"`` for torchvision/timm's layout, ``"keras"`` otherwise."""
+        return "torch" if self.bn_epsilon == TORCH_BN_EPSILON else "keras"
 
     @property
     def expansion(self) -> int:
@@ -118,6 +132,15 @@ def cifar_spec(depth: int, variant: str = "v1", *, widen_factor: int = 1) -> Net
     widths = tuple(w * widen_factor for w in CIFAR_WIDTHS)
     return _checked(NetSpec("cifar", "basic", (n, n, n), widths, variant, conv_bias=False,
                             default_shortcut="A", default_size=32, default_classes=10))
+
+
+def with_layout(spec: NetSpec, layout: str) -> NetSpec:
+    """``spec`` in the weight layout ``layout`` (see :data:`LAYOUTS`)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not one of {', '.join(map(repr, LAYOUTS))}")
+    if layout == "keras":
+        return spec
+    return replace(spec, conv_bias=False, bn_epsilon=TORCH_BN_EPSILON)
 
 
 def _checked(spec: NetSpec) -> NetSpec:

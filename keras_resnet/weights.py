@@ -58,7 +58,8 @@ def check_weights_argument(weights: Any, *, spec: NetSpec, weights_name: str | N
             raise ValueError(
                 f"weights='imagenet' is published only for {names} with their default "
                 f"options (variant v1 / v2, shortcut 'B', residual); got "
-                f"{weights_name or 'a custom network'}. Pass weights=None or a file path"
+                f"{weights_name or 'a custom network'}. Pass weights=None, a file path, or timm "
+                f"weights (keras_resnet.list_weights(), e.g. 'timm/resnet18.a1_in1k')"
             )
         if include_top and classes != 1000:
             raise ValueError(f"classes={classes} does not fit weights='imagenet' with "
@@ -69,12 +70,13 @@ def check_weights_argument(weights: Any, *, spec: NetSpec, weights_name: str | N
         return
     if not isinstance(weights, str | os.PathLike):
         raise ValueError(f"weights={weights!r} must be None, 'imagenet' or a path to a "
-                         "weights file")
+                         "weights file, or a timm name such as 'timm/resnet50.a1_in1k'")
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights={path!r}: no such file")
     if not path.endswith(WEIGHT_SUFFIXES):
-        raise ValueError(f"weights={path!r}: expected a .h5, .weights.h5 or .keras file")
+        raise ValueError(f"weights={path!r}: expected a .h5, .weights.h5 or .keras file, "
+                         "or a timm .safetensors file")
     readable = zipfile.is_zipfile(path) if path.endswith(".keras") else h5py.is_hdf5(path)
     if not readable:
         raise ValueError(f"weights={path!r} is corrupt or not a weights file "

@@ -84,8 +84,8 @@ def test_mismatched_and_corrupt_weight_files(tmp_path, randomize, save_legacy_h5
     with pytest.raises(FileNotFoundError, match="weights=.*no such file"):
         kr.ResNet50(weights=str(tmp_path / "missing.h5"))
     with pytest.raises(ValueError, match=r"weights=.*\.h5, \.weights\.h5 or \.keras"):
-        (tmp_path / "w.bin").write_bytes(b"x")
-        kr.ResNet50(weights=str(tmp_path / "w.bin"))
+        (tmp_path / "w.txt").write_bytes(b"x")
+        kr.ResNet50(weights=str(tmp_path / "w.txt"))
     plain_h5 = tmp_path / "plain.h5"
     with h5py.File(plain_h5, "w") as f:
         f.create_dataset("x", data=np.zeros(3))

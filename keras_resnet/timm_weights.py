@@ -1,0 +1,368 @@
+"""timm and torchvision ResNet checkpoints in safetensors form.
+
+``weights="timm/resnet50.a1_in1k"`` downloads ``model.safetensors`` and
+``config.json`` of that Hugging Face hub repository with ``huggingface_hub`` (into its
+cache; an offline machine gets one clear error at once); ``weights="model.safetensors"``
+reads a local file, with the ``config.json`` beside it when there is one. Pickle-based
+files (``.pth``, ``.bin``) are refused: nothing is ever unpickled.
+
+timm's ResNets are torchvision's: the stride of a bottleneck on its 3x3 (our
+``variant="v1.5"``), no conv biases, BN epsilon 1e-5 (``layout="torch"``), and
+OIHW kernels, transposed here to Keras' HWIO. PyTorch pads a strided convolution on
+both sides; the zoo pads explicitly before every strided 3x3 and 7x7 conv, so the
+sampled grids agree. Every tensor of the file is used once and every weight of the
+model is set, or loading fails naming what is unused and what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .specs import IMAGENET_LAYOUTS, NetSpec
+
+HUB_PREFIX = "timm/"
+SAFETENSORS_SUFFIX = ".safetensors"
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
+CHECKPOINT_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+#: Bookkeeping buffers of PyTorch's BatchNorm with no counterpart in Keras: consumed, not loaded.
+IGNORED_SUFFIXES = (".num_batches_tracked",)
+#: timm architecture name -> (depth, groups, width_per_group), as build_resnet takes them.
+ARCHITECTURES: dict[str, tuple[int, int, int]] = {
+    **{f"resnet{d}": (d, 1, 64) for d in IMAGENET_LAYOUTS},
+    "resnext50_32x4d": (50, 32, 4),
+    "resnext101_32x4d": (101, 32, 4),
+    "resnext101_32x8d": (101, 32, 8),
+    "resnext101_64x4d": (101, 64, 4),
+    "wide_resnet50_2": (50, 1, 128),
+    "wide_resnet101_2": (101, 1, 128),
+}
+TORCH_LAYOUT = ("variant='v1.5', layout='torch' (timm/torchvision: stride on the 3x3, "
+                "no conv biases, BN epsilon 1e-5)")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The network a checkpoint holds."""
+
+    depth: int
+    groups: int = 1
+    width_per_group: int = 64
+
+    @property
+    def name(self) -> str:
+        for name, key in ARCHITECTURES.items():
+            if key == (self.depth, self.groups, self.width_per_group):
+                return name
+        return f"resnet{self.depth} (groups {self.groups}, width {self.width_per_group})"
+
+    def describe(self) -> str:
+        block, blocks = IMAGENET_LAYOUTS[self.depth]
+        return f"{self.name} ({block} blocks {'-'.join(map(str, blocks))})"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """An opened checkpoint: its file, digest, tensor shapes and what they hold."""
+
+    source: str
+    path: str
+    sha256: str
+    shapes: dict[str, tuple[int, ...]]
+    arch: Arch
+    in_channels: int
+    classes: int | None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def handles(weights: Any) -> bool:
+    """Whether ``weights`` is for this module: a hub name, a safetensors or a pickle file."""
+    if not isinstance(weights, str | os.PathLike):
+        return False
+    text = os.fspath(weights)
+    return (text.startswith(HUB_PREFIX) or text.lower().endswith(SAFETENSORS_SUFFIX)
+            or text.lower().endswith(PICKLE_SUFFIXES))
+
+
+def is_hub_name(weights: Any) -> bool:
+    text = os.fspath(weights)
+    return text.startswith(HUB_PREFIX) and not text.lower().endswith(SAFETENSORS_SUFFIX)
+
+
+def architecture_of_name(name: str) -> Arch:
+    """``"timm/resnet50.a1_in1k"`` -> the resnet50 architecture, or a clear error."""
+    repo = name[len(HUB_PREFIX):]
+    arch = repo.split(".", 1)[0]
+    if not repo or "/" in repo or arch not in ARCHITECTURES:
+        raise ValueError(f"weights={name!r}: expected 'timm/<architecture>.<tag>' with an "
+                         f"architecture in {', '.join(ARCHITECTURES)} (for example "
+                         "'timm/resnet50.a1_in1k'); keras_resnet.list_weights() lists known ones")
+    return Arch(*ARCHITECTURES[arch])
+
+
+def spec_architecture(spec: NetSpec) -> Arch | None:
+    if spec.family != "imagenet" or spec.preact:
+        return None
+    return Arch(_depth(spec), spec.groups, spec.width_per_group)
+
+
+def _depth(spec: NetSpec) -> int:
+    for depth, (block, blocks) in IMAGENET_LAYOUTS.items():
+        if block == spec.block and blocks == spec.blocks:
+            return depth
+    return spec.depth
+
+
+def check_argument(weights: Any, *, spec: NetSpec, model_name: str, shortcut: str,
+                   residual: bool) -> None:
+    """Cheap checks, before anything is built or downloaded."""
+    text = os.fspath(weights)
+    if text.lower().endswith(PICKLE_SUFFIXES):
+        raise ValueError(
+            f"weights={text!r} is a pickle-based PyTorch file, which keras_resnet never "
+            "unpickles (it can run code). Pass the safetensors form instead: a hub name such "
+            "as 'timm/resnet50.a1_in1k', or a local model.safetensors (in PyTorch: "
+            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))")
+    if not is_hub_name(text) and not os.path.isfile(text):
+        raise FileNotFoundError(f"weights={text!r}: no such file")
+    ours = spec_architecture(spec)
+    if ours is None or spec.variant != "v1.5" or spec.layout != "torch":
+        raise ValueError(f"weights={text!r} hold a {TORCH_LAYOUT} network; {model_name} is "
+                         f"{_describe_spec(spec)}")
+    if shortcut != "B" or not residual:
+        raise ValueError(f"weights={text!r} need shortcut='B' and residual=True (timm's "
+                         f"projection shortcuts); got shortcut={shortcut!r}, residual={residual}")
+    if is_hub_name(text):
+        _check_same(text, architecture_of_name(text), ours, model_name)
+
+
+def _describe_spec(spec: NetSpec) -> str:
+    if spec.family != "imagenet":
+        return f"a {spec.family}-family network"
+    arch = Arch(_depth(spec), spec.groups, spec.width_per_group)
+    bias = "conv biases" if spec.conv_bias else "no conv biases"
+    return (f"{arch.describe()} with variant={spec.variant!r}, layout={spec.layout!r} "
+            f"({bias}, BN epsilon {spec.bn_epsilon:g})")
+
+
+def _check_same(source: str, theirs: Arch, ours: Arch, model_name: str) -> None:
+    if theirs != ours:
+        raise ValueError(f"weights={source!r} hold {theirs.describe()}, but {model_name} is "
+                         f"{ours.describe()}: build {theirs.name} for these weights")
+
+
+def check_fits(ckpt: Checkpoint, *, spec: NetSpec, model_name: str, include_top: bool,
+               classes: int | None, channels: int) -> int | None:
+    """Check the opened checkpoint against the model to build; returns the classes."""
+    _check_same(ckpt.source, ckpt.arch, spec_architecture(spec), model_name)
+    if channels != ckpt.in_channels:
+        raise ValueError(f"input_shape has {channels} channel(s), but weights={ckpt.source!r} "
+                         f"expect {ckpt.in_channels}")
+    if not include_top:
+        return classes
+    if ckpt.classes is None:
+        raise ValueError(f"weights={ckpt.source!r} have no classifier (no fc.weight): use "
+                         "include_top=False")
+    if classes is not None and classes != ckpt.classes:
+        raise ValueError(f"classes={classes} does not fit weights={ckpt.source!r} with "
+                         f"include_top=True (they have {ckpt.classes} classes): use "
+                         f"classes={ckpt.classes}, or include_top=False and a new head")
+    return ckpt.classes
+
+
+# --- reading a checkpoint -------------------------------------------------------------
+
+def _safetensors():
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - a base dependency; guards a --no-deps install
+        raise ImportError("timm weights need the safetensors package: "
+                          "pip install safetensors") from None
+    return safe_open
+
+
+def read_shapes(path: str, source: str) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from the safetensors header (no tensor is read)."""
+    safe_open = _safetensors()
+    try:
+        with safe_open(path, framework="numpy") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as err:  # SafetensorError: bad header, truncated file
+        raise ValueError(f"weights={source!r} is corrupt or not a safetensors file "
+                         f"({str(err).strip().splitlines()[0] if str(err).strip() else err})"
+                         ) from err
+
+
+_BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.")
+
+
+def infer_architecture(shapes: dict[str, tuple[int, ...]], source: str
+                       ) -> tuple[Arch, int, int | None]:
+    """(architecture, input channels, classes) from tensor names and shapes alone."""
+    if "conv1.weight" not in shapes:
+        stem = "a deep stem (conv1.0.weight: timm's resnet*d/*t)" if "conv1.0.weight" in shapes \
+            else "no conv1.weight"
+        raise ValueError(f"weights={source!r} is not a plain timm/torchvision ResNet: it has "
+                         f"{stem}; supported: {', '.join(ARCHITECTURES)}")
+    biases = sorted(k for k in shapes if re.search(r"(^|\.)(conv\d|downsample\.0)\.bias$", k))
+    if biases or shapes["conv1.weight"][2:] != (7, 7):
+        raise ValueError(f"weights={source!r} is not a timm/torchvision ResNet "
+                         f"({'conv biases: ' + biases[0] if biases else 'no 7x7 stem'})")
+    blocks: dict[int, int] = {}
+    for key in shapes:
+        match = _BLOCK.match(key)
+        if match:
+            stage, block = int(match[1]), int(match[2])
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+    counts = tuple(blocks.get(s, 0) for s in (1, 2, 3, 4))
+    kind = "bottleneck" if "layer1.0.conv3.weight" in shapes else "basic"
+    depth = next((d for d, layout in IMAGENET_LAYOUTS.items() if layout == (kind, counts)), None)
+    if depth is None or len(blocks) != 4:
+        raise ValueError(f"weights={source!r}: {kind} blocks {'-'.join(map(str, counts))} "
+                         "per stage match no ResNet depth of Table 1")
+    groups, per_group = 1, 64
+    if kind == "bottleneck":
+        width = shapes["layer1.0.conv1.weight"][0]
+        groups = width // shapes["layer1.0.conv2.weight"][1]
+        per_group = width // groups
+    fc = shapes.get("fc.weight")
+    return Arch(depth, groups, per_group), shapes["conv1.weight"][1], fc[0] if fc else None
+
+
+def read_config_beside(path: str) -> dict[str, Any]:
+    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        return {}
+    with open(config_path, encoding="utf8") as f:
+        config = json.load(f)
+    return config if isinstance(config, dict) else {}
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_checkpoint(weights: Any) -> Checkpoint:
+    """Resolve ``weights`` to a local file (downloading a hub name) and read its header."""
+    source = os.fspath(weights)
+    if is_hub_name(source):
+        from .hub import download
+        path, digest = download(source)
+    else:
+        path, digest = source, sha256_of(source)
+    shapes = read_shapes(path, source)
+    arch, in_channels, classes = infer_architecture(shapes, source)
+    config = read_config_beside(path)
+    named = config.get("architecture")
+    if named is not None and ARCHITECTURES.get(named) != (
+            arch.depth, arch.groups, arch.width_per_group):
+        raise ValueError(f"weights={source!r}: config.json names architecture {named!r}, but "
+                         f"the tensors hold {arch.describe()}")
+    return Checkpoint(source, path, digest, shapes, arch, in_channels, classes, config)
+
+
+def normalisation(ckpt_or_config: Checkpoint | dict) -> tuple[tuple, tuple] | None:
+    """(mean, std) of timm's ``pretrained_cfg`` in a config.json, if it has them."""
+    config = ckpt_or_config.config if isinstance(ckpt_or_config, Checkpoint) else ckpt_or_config
+    cfg = config.get("pretrained_cfg") or config
+    if "mean" in cfg and "std" in cfg:
+        return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+    return None
+
+
+# --- loading into a model -------------------------------------------------------------
+
+_KERAS_BLOCK = re.compile(r"^conv(\d+)_block(\d+)_(\d)_(conv|bn)$")
+_BN_VARIABLES = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                 ("moving_variance", "running_var"))
+
+
+def torch_prefix(layer_name: str) -> str | None:
+    """timm's module name for a zoo layer: ``conv3_block2_1_bn`` -> ``layer2.1.bn1``."""
+    fixed = {"conv1_conv": "conv1", "conv1_bn": "bn1", "predictions": "fc"}
+    if layer_name in fixed:
+        return fixed[layer_name]
+    match = _KERAS_BLOCK.match(layer_name)
+    if not match:
+        return None
+    stage, block, index, kind = int(match[1]) - 1, int(match[2]) - 1, int(match[3]), match[4]
+    base = f"layer{stage}.{block}."
+    if index == 0:
+        return base + ("downsample.0" if kind == "conv" else "downsample.1")
+    return base + f"{kind}{index}"
+
+
+def _pairs(layer) -> list[tuple[Any, str, tuple[int, ...] | None]]:
+    """(variable, timm tensor suffix, transpose to Keras) for each weight of ``layer``."""
+    kind = type(layer).__name__
+    if kind == "BatchNormalization":
+        return [(getattr(layer, ours), theirs, None) for ours, theirs in _BN_VARIABLES]
+    if kind in ("Conv2D", "Dense"):
+        order = (2, 3, 1, 0) if kind == "Conv2D" else (1, 0)
+        pairs = [(layer.kernel, "weight", order)]
+        if layer.bias is not None:
+            pairs.append((layer.bias, "bias", None))
+        return pairs
+    return []
+
+
+def plan(model, ckpt: Checkpoint, include_top: bool) -> list[tuple[Any, str, tuple | None]]:
+    """Map every model weight to one checkpoint tensor, or fail listing the mismatches."""
+    pairs, unmapped = [], []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        prefix = torch_prefix(layer.name)
+        found = _pairs(layer) if prefix else []
+        mapped = {id(v) for v, _, _ in found}
+        unmapped += [w.path for w in layer.weights if id(w) not in mapped]
+        pairs += [(v, f"{prefix}.{suffix}", order) for v, suffix, order in found]
+    wanted = {name for _, name, _ in pairs}
+    missing = sorted(n for n in wanted if n not in ckpt.shapes) + sorted(unmapped)
+    unused = sorted(k for k in ckpt.shapes if k not in wanted and not k.endswith(IGNORED_SUFFIXES)
+                    and not (not include_top and k.startswith("fc.")))
+    if missing or unused:
+        raise ValueError(f"weights={ckpt.source!r} do not fit {model.name}: "
+                         f"unused tensors of the file: {_shown(unused)}; "
+                         f"weights of the model missing from the file: {_shown(missing)}")
+    wrong = [f"{name} {ckpt.shapes[name]} (the model needs "
+             f"{_torch_shape(tuple(v.shape), order)})" for v, name, order in pairs
+             if ckpt.shapes[name] != _torch_shape(tuple(v.shape), order)]
+    if wrong:
+        raise ValueError(f"weights={ckpt.source!r}: shape mismatch: {_shown(wrong)}")
+    return pairs
+
+
+def _torch_shape(shape: tuple[int, ...], order: tuple | None) -> tuple[int, ...]:
+    if order is None:
+        return shape
+    inverse = np.argsort(order)
+    return tuple(shape[i] for i in inverse)
+
+
+def _shown(names: list[str], limit: int = 8) -> str:
+    if not names:
+        return "none"
+    more = f" ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def load_into(model, ckpt: Checkpoint, *, include_top: bool) -> None:
+    """Assign every weight of ``model`` from ``ckpt`` (see :func:`plan`)."""
+    pairs = plan(model, ckpt, include_top)
+    safe_open = _safetensors()
+    with safe_open(ckpt.path, framework="numpy") as f:
+        for variable, name, order in pairs:
+            value = np.asarray(f.get_tensor(name), dtype="float32")
+            variable.assign(value if order is None else np.transpose(value, order))
