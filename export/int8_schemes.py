@@ -42,8 +42,10 @@ def export_inputs(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray |
 
 
 def compare_schemes(directory: Path, schemes: Sequence[str], runs: int, threads: int,
-                    emulate: bool, log: Any = print) -> list[dict[str, Any]]:
-    """One row of figures per scheme, plus the float32 file's own row first."""
+                    emulate: bool, log: Any = print, methods: Sequence[str] = ("minmax",)
+                    ) -> list[dict[str, Any]]:
+    """One row of figures per scheme and calibration method (``scheme`` or
+    ``scheme/method``), plus the float32 file's own row first."""
     from .benchmark import interleaved_latency_ms
     from .onnx_export import OnnxRunner
     from .onnx_int8 import int8_structure, quantize_onnx_int8
@@ -55,9 +57,11 @@ def compare_schemes(directory: Path, schemes: Sequence[str], runs: int, threads:
     scratch = tempfile.TemporaryDirectory(prefix="int8-schemes-")
     paths = {"float32": float_path}
     for scheme in schemes:
-        log(f"quantizing {scheme} ...")
-        paths[scheme] = Path(scratch.name) / f"{scheme}.onnx"
-        quantize_onnx_int8(float_path, paths[scheme], calib, {}, scheme)
+        for method in methods:
+            name = scheme if len(methods) == 1 else f"{scheme}/{method}"
+            log(f"quantizing {name} ...")
+            paths[name] = Path(scratch.name) / f"{name.replace('/', '-')}.onnx"
+            quantize_onnx_int8(float_path, paths[name], calib, {}, scheme, method)
     runners = {name: OnnxRunner(path, threads) for name, path in paths.items()}
     outputs = {name: np.concatenate([run(x_eval[i:i + 32]) for i in range(0, len(x_eval), 32)])
                for name, run in runners.items()}
@@ -94,12 +98,12 @@ def _figures(reference: np.ndarray, out: np.ndarray, labels: np.ndarray | None
 
 def report(rows: list[dict[str, Any]], title: str) -> str:
     """The side-by-side table."""
-    header = (f"{'scheme':10} {'agree':>7} {'top-1':>7} {'max|d|':>7} {'ms':>7} "
+    header = (f"{'scheme':20} {'agree':>7} {'top-1':>7} {'max|d|':>7} {'ms':>7} "
               f"{'max|w|':>6} {'worst sum':>9} {'safe':>5} {'AVX2 agree':>10} {'AVX2 top-1':>10}")
     lines = [title, "", header, "-" * len(header)]
     for row in rows:
         emulated = row.get("emulated_avx2", {})
-        cells = [f"{row['scheme']:10}", _pct(row["top1_agreement"]), _pct(row.get("test_top1")),
+        cells = [f"{row['scheme']:20}", _pct(row["top1_agreement"]), _pct(row.get("test_top1")),
                  f"{row['max_abs_diff']:7.3f}", f"{row['latency_ms']:7.2f}",
                  f"{row.get('max_abs_weight', ''):>6}",
                  f"{row.get('vpmaddubsw_worst_sum') or '':>9}",
@@ -118,13 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry."""
     from keras_resnet.cpu import cpu_line
 
-    from .onnx_int8 import INT8_SCHEMES
+    from .onnx_int8 import CALIBRATION_METHODS, INT8_SCHEMES
 
     p = argparse.ArgumentParser(prog="python -m export.int8_schemes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", type=Path, help="an export directory holding model.onnx")
     p.add_argument("--schemes", default=",".join(INT8_SCHEMES),
                    help=f"comma-separated subset of {', '.join(INT8_SCHEMES)}")
+    p.add_argument("--methods", default="minmax",
+                   help=f"comma-separated calibration methods of {', '.join(CALIBRATION_METHODS)}")
     p.add_argument("--runs", type=int, default=30, help="timed batch-1 calls per file")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--emulate", action="store_true",
@@ -135,11 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [s for s in schemes if s not in INT8_SCHEMES]
     if unknown or not schemes:
         p.error(f"--schemes: unknown {unknown}; choose from {', '.join(INT8_SCHEMES)}")
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or any(m not in CALIBRATION_METHODS for m in methods):
+        p.error(f"--methods: choose from {', '.join(CALIBRATION_METHODS)}")
     if not (args.directory / "model.onnx").is_file():
         p.error(f"{args.directory} has no model.onnx (export with the onnx format)")
     if args.runs < 1 or args.threads < 1:
         p.error("--runs and --threads must be at least 1")
-    rows = compare_schemes(args.directory, schemes, args.runs, args.threads, args.emulate)
+    rows = compare_schemes(args.directory, schemes, args.runs, args.threads, args.emulate,
+                           methods=methods)
     title = (f"{args.directory}: int8 ONNX schemes against float32, batch-1 latency with "
              f"{args.threads} threads\nmeasured on: {cpu_line()}")
     print(report(rows, title))
