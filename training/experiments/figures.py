@@ -70,7 +70,7 @@ def curves_panel(ax: Any, records: list[dict[str, Any]], title: str, scale: floa
     ax.set_xlabel(xlabel)
     if ylabel:
         ax.set_ylabel("error (%)")
-    ax.legend(loc="upper right", fontsize="small", frameon=False)
+    ax.legend(loc="best", fontsize="small", frameon=False)
 
 
 def first_seed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
