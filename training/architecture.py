@@ -98,14 +98,3 @@ def resolve_architecture(args: Any, model: str) -> dict[str, Any]:
         arch["shortcut"] = spec.default_shortcut
     return arch
 
-
-def describe(arch: dict[str, Any]) -> str:
-    """A short human label: ``plain, shortcut A`` / ``residual, shortcut B, v1.5``."""
-    parts = ["residual" if arch.get("residual", True) else "plain"]
-    if arch.get("residual", True):
-        parts.append(f"shortcut {arch.get('shortcut')}")
-    if arch.get("variant", "v1") != "v1":
-        parts.append(str(arch["variant"]))
-    if arch.get("drop_path_rate"):
-        parts.append(f"drop path {arch['drop_path_rate']}")
-    return ", ".join(parts)

@@ -209,3 +209,24 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path: Path, capsys) -
     assert "holds the 'depth' experiment" in capsys.readouterr().err
     assert experiment_main(["depth", "--out", str(tmp_path), "--depths", "20", *TINY]) == 2
     assert "holds results made with other settings (" in capsys.readouterr().err
+
+
+def test_seeds_repeat_every_configuration_and_report_best_mean_std() -> None:
+    from training.experiments import results
+    from training.experiments.plan import plan_runs
+
+    plan = plan_runs("depth", depths=(20, 110), seeds=3, base_seed=5)
+    assert [r.name for r in plan] == ["resnet20-seed5", "resnet110-seed5", "resnet20-seed6",
+                                      "resnet110-seed6", "resnet20-seed7", "resnet110-seed7"]
+    errors = {"resnet20": [9.0, 8.0, 10.0], "resnet110": [6.5, 6.9, 6.4]}
+    records = [{"config": r.config, "label": r.label, "group": r.group, "model": r.model,
+                "depth": r.depth, "params": 1, "train_error_pct": 1.0,
+                "test_error_pct": errors[r.config][r.seed - 5]} for r in plan]
+    rows = results.aggregate("depth", records)
+    assert [(r["config"], r["seeds"], r["test_error_pct_best"]) for r in rows] == [
+        ("resnet20", 3, 8.0), ("resnet110", 3, 6.4)]
+    assert rows[0]["test_error_pct_mean"] == pytest.approx(9.0)
+    assert rows[0]["test_error_pct_std"] == pytest.approx(1.0)  # n - 1, as Table 6's 6.61 +- 0.16
+    assert rows[1]["paper_test_error_pct"] == 6.43 and rows[1]["reproduction_test_error_pct"] == 6.32
+    assert "| ResNet-110 | 0.00 M | 3 | 1.00 | 6.40 | 6.60 ± 0.26 | 6.43 | 6.32 |" in \
+        results.markdown_table("depth", rows)
