@@ -26,7 +26,7 @@ from training.outputs import atomic_write_json, atomic_write_text, read_json
 
 EXPERIMENT_FILE = "experiment.json"
 #: Trainer flags the experiment sets itself (per run or from its own options).
-OWNED_FLAGS = ("--model", "--model-dir", "--seed", "--plain", "--shortcut", "--dataset",
+OWNED_FLAGS = ("--model", "--model-dir", "--seed", "--plain", "--dataset",
                "--data-dir", "--download", "--recipe", "--steps", "--epochs", "--batch-size",
                "--input-size", "--log-every", "--eval-every", "--eval-examples", "--threads",
                "--eval-only")
@@ -77,10 +77,11 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def _check_extra(extra: list[str]) -> None:
+def _check_extra(experiment: str, extra: list[str]) -> None:
+    owned = OWNED_FLAGS + (("--shortcut",) if experiment == "shortcuts" else ())
     for arg in extra:
         flag = arg.split("=", 1)[0]
-        if flag in OWNED_FLAGS:
+        if flag in owned:
             raise UsageError(f"{flag} after -- is set by keras-resnet-experiment; give it "
                              "before -- (or not at all)")
 
@@ -122,6 +123,9 @@ def _intervals(args: argparse.Namespace, first: RunSpec, out: Path,
     from training.experiments.runner import resolve_run
 
     cfg = resolve_run(first, first.trainer_argv(out, common))
+    if args.experiment == "responses" and cfg.architecture["variant"] == "v2":
+        raise UsageError("--variant v2 has no batch norm after its 3x3 convolutions; the "
+                         "responses of Figure 7 need v1 or v1.5 nets")
     # Opening the source checks that the dataset is there (tfds: cheaply) before any run.
     source = data.open_source(cfg.dataset, input_size=cfg.input_size, data_dir=cfg.data_dir,
                               download=cfg.download)
@@ -173,7 +177,7 @@ def prepare_experiment(argv: Sequence[str]) -> tuple[argparse.Namespace, dict[st
     """Parse and validate everything, for every run, before anything is trained."""
     own, extra = _split(argv)
     args = build_parser().parse_args(own)
-    _check_extra(extra)
+    _check_extra(args.experiment, extra)
     _check_args(args)
     depths = check_depths(args.experiment, args.depths)
     import keras_resnet
