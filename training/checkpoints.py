@@ -135,10 +135,25 @@ def _check_identity(model_dir: Path, identity: dict[str, Any]) -> bool:
         previous = read_json(config_path).get("identity", {})
     except (OSError, ValueError, AttributeError):
         raise UsageError(f"--model-dir {str(model_dir)!r} has an unreadable {RUN_CONFIG}") from None
-    diffs = [k for k in identity if previous.get(k) != identity[k]]
+    diffs = _differences(previous, identity)
     if diffs:
-        first = diffs[0]
-        raise UsageError(
-            f"--model-dir {str(model_dir)!r} holds a different run ({first}: "
-            f"{previous.get(first)!r} there, {identity[first]!r} now); use a new --model-dir")
+        first, there, now = diffs[0]
+        raise UsageError(f"--model-dir {str(model_dir)!r} holds a different run ({first}: "
+                         f"{there!r} there, {now!r} now); use a new --model-dir")
     return has_checkpoints(model_dir)
+
+
+def _differences(previous: dict[str, Any], identity: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(field, there, now)`` for each identity field that differs; a dict field (the
+    network's builder options) names its first differing key, ``architecture.residual``."""
+    diffs = []
+    for key, now in identity.items():
+        there = previous.get(key)
+        if there == now:
+            continue
+        if isinstance(there, dict) and isinstance(now, dict):
+            sub = next(k for k in sorted({*there, *now}) if there.get(k) != now.get(k))
+            diffs.append((f"{key}.{sub}", there.get(sub), now.get(sub)))
+        else:
+            diffs.append((key, there, now))
+    return diffs

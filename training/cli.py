@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from training.architecture import add_architecture_flags
 from training.errors import UsageError
 from training.precision import PRECISIONS
 from training.strategy import STRATEGIES
@@ -77,6 +78,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int,
                    help="seed for weights, data order and augmentation; also makes ops "
                         "deterministic")
+    add_architecture_flags(p)
     p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
     p.add_argument("--cache", action="store_true", help="cache the decoded dataset in memory")
     p.add_argument("--shuffle-buffer", type=int, default=10000, help="shuffle buffer size")

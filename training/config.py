@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from training.architecture import resolve_architecture
 from training.errors import UsageError
 from training.recipes import load_recipe
 from training.schedules import RecipeSchedule
@@ -18,7 +19,7 @@ from training.schedules import RecipeSchedule
 IDENTITY_FIELDS = ("model", "dataset", "input_size", "recipe", "recipe_version", "batch_size",
                    "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
                    "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
-                   "schedule", "warmup", "seed")
+                   "schedule", "warmup", "seed", "architecture")
 #: Inclusive ranges of the integer flags (beyond them a run could not fit in memory or time).
 INT_RANGES = {"steps": (1, 10**9), "batch_size": (1, 2**20), "checkpoint_every": (1, 10**9),
               "keep_checkpoints": (1, 10**4), "eval_every": (0, 10**9),
@@ -69,6 +70,7 @@ class TrainConfig:
     shuffle_buffer: int = 10000
     mean_images: int = 10000
     eval_only: bool = False
+    architecture: dict[str, Any] = field(default_factory=dict)  # keras_resnet builder options
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -184,7 +186,10 @@ def resolve_config(args: Any, family: str) -> TrainConfig:
         schedule=dict(recipe["schedule"]), warmup=warmup,
         label_smoothing=(float(recipe.get("label_smoothing", 0.0)) if args.label_smoothing is None
                          else args.label_smoothing),
-        zero_init_residual=bool(recipe.get("zero_init_residual", False)),
+        zero_init_residual=bool(recipe.get("zero_init_residual", False)
+                                if getattr(args, "zero_init_residual", None) is None
+                                else args.zero_init_residual),
+        architecture=resolve_architecture(args, args.model),
         augmentation=dict(recipe["augmentation"]), preprocessing=recipe["preprocessing"],
         flip=args.flip, data_dir=args.data_dir, download=args.download, strategy=args.strategy,
         precision=args.precision, jit=args.jit, batch_norm=args.batch_norm,

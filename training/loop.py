@@ -23,6 +23,7 @@ import numpy as np
 from training import data as data_lib
 from training.checkpoints import CHECKPOINT_DIR, RUN_CONFIG, check_model_dir, choose_checkpoint
 from training.config import TrainConfig
+from training.curves import error, read_history
 from training.errors import UsageError
 from training.model import PREPROCESSING, build_model, float32_copy, refresh_normalization
 from training.outputs import CsvLog, atomic_write_json, read_json, save_model_atomic
@@ -212,7 +213,8 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         model = build_model(cfg.model, input_size=cfg.input_size, classes=source.num_classes,
                             preprocessing=cfg.preprocessing, pixel_mean=pixel_mean,
                             channel_std=channel_std, zero_init_residual=cfg.zero_init_residual,
-                            softmax=False, fused_batch_norm=cfg.batch_norm == "fused")
+                            softmax=False, fused_batch_norm=cfg.batch_norm == "fused",
+                            model_kwargs=cfg.architecture)
         optimizer = _make_optimizer(cfg, schedule, precision)
         optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -339,7 +341,9 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
                     "precision": precision, "strategy": plan.kind, "model": cfg.model,
                     "dataset": cfg.dataset, "recipe": cfg.recipe, "global_batch_size": global_batch,
                     "input_size": cfg.input_size, "total_steps": total_steps,
-                    "batch_norm": cfg.batch_norm, "jit": cfg.jit}
+                    "batch_norm": cfg.batch_norm, "jit": cfg.jit,
+                    "architecture": cfg.architecture, "zero_init_residual": cfg.zero_init_residual,
+                    "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables))}
     if cfg.eval_only:
         results = evaluate()
         return TrainResult({**base_metrics, "step": start_step, **results}, model)
@@ -406,11 +410,12 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
             with writer.as_default(step=step):
                 _scalar("loss", last_loss)
                 _scalar("top1", last_top1)
+                _scalar("error", error(last_top1))
                 _scalar("learning_rate", lr)
                 _scalar("images_per_sec", ips)
             csv_log.append({"step": step, "epoch": round(epoch, 4), "learning_rate": lr,
                             "train_loss": last_loss, "train_top1": last_top1,
-                            "train_images_per_sec": round(ips, 2)})
+                            "train_error": error(last_top1), "train_images_per_sec": round(ips, 2)})
             window_loss, window_correct, window_steps, window_time = 0.0, 0.0, 0, 0.0
         if float(stop_any) > 0:
             save()
@@ -441,10 +446,13 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
     steady_ips = steady_images / steady_time if steady_time > 0 else None
     metrics = {**base_metrics, "step": step, "epoch": epoch, "train_loss": last_loss,
                "train_top1": last_top1, **eval_results, "train_images_per_sec": steady_ips,
-               "learning_rate": schedule.value(step), "data_seed": seed}
+               "learning_rate": schedule.value(step), "data_seed": seed,
+               "train_error": error(last_top1), "eval_error": error(eval_results["eval_top1"]),
+               "history": read_history(work_dir / "log.csv")}
     if chief:
         final = float32_copy(model, cfg.model, input_size=cfg.input_size,
-                             classes=source.num_classes, preprocessing=cfg.preprocessing)
+                             classes=source.num_classes, preprocessing=cfg.preprocessing,
+                             model_kwargs=cfg.architecture)
         save_model_atomic(final, model_dir / "model.keras")
         atomic_write_json(model_dir / "labels.json", {
             "labels": source.labels, "input_size": cfg.input_size,
@@ -464,7 +472,9 @@ def _log_eval(writer: Any, csv_log: CsvLog, step: int, epoch: float, results: di
         _scalar("loss", results["eval_loss"])
         _scalar("top1", results["eval_top1"])
         _scalar("top5", results["eval_top5"])
-    csv_log.append({"step": step, "epoch": round(epoch, 4), **results})
+        _scalar("error", error(results["eval_top1"]))
+    csv_log.append({"step": step, "epoch": round(epoch, 4), **results,
+                    "eval_error": error(results["eval_top1"])})
 
 
 def _scalar(name: str, value: float, step: int | None = None) -> None:

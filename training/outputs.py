@@ -16,8 +16,8 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-CSV_FIELDS = ("step", "epoch", "learning_rate", "train_loss", "train_top1",
-              "train_images_per_sec", "eval_loss", "eval_top1", "eval_top5")
+CSV_FIELDS = ("step", "epoch", "learning_rate", "train_loss", "train_top1", "train_error",
+              "train_images_per_sec", "eval_loss", "eval_top1", "eval_top5", "eval_error")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -45,8 +45,18 @@ def metrics(model_dir: Path) -> dict:
     return json.loads((model_dir / "metrics.json").read_text())
 
 
+def _helpers() -> SimpleNamespace:
+    return SimpleNamespace(REPO=REPO, TINY=list(TINY), train_env=train_env, run_cli=run_cli,
+                           free_port=free_port, metrics=metrics)
+
+
 @pytest.fixture
 def th() -> SimpleNamespace:
     """Trainer-test helpers (conftest modules cannot be imported under importlib mode)."""
-    return SimpleNamespace(REPO=REPO, TINY=list(TINY), train_env=train_env, run_cli=run_cli,
-                           free_port=free_port, metrics=metrics)
+    return _helpers()
+
+
+@pytest.fixture(scope="module")
+def th_module() -> SimpleNamespace:
+    """The same helpers, for module-scoped fixtures."""
+    return _helpers()

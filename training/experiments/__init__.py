@@ -1,0 +1,8 @@
+"""``keras-resnet-experiment``: the paper's experiments as lists of ordinary trainer runs.
+
+* ``plan``: which runs an experiment is made of (``OUT/<run>/``).
+* ``runner``: runs them in one process, skipping finished runs and resuming interrupted ones.
+* ``results``: ``results.csv``, ``results.json`` and ``results.md`` beside the paper's numbers.
+* ``figures``: the paper-style figures (PNG and SVG, matplotlib).
+* ``paper``: the published numbers.
+"""

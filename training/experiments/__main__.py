@@ -1,0 +1,8 @@
+"""``python -m training.experiments`` runs ``keras-resnet-experiment``."""
+
+import sys
+
+from training.experiments.cli import experiment_main
+
+if __name__ == "__main__":
+    sys.exit(experiment_main())
