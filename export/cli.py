@@ -13,9 +13,10 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+
+from keras_resnet.console import native_stderr_silenced
 
 from .errors import ExportError, UsageError, VerificationFailed
 from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
@@ -40,25 +41,6 @@ def _quiet_runtimes() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-@contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null while the runtimes work: TensorFlow 2.21 logs
-    through absl before ``TF_CPP_MIN_LOG_LEVEL`` applies. ``KERAS_RESNET_VERBOSE=1`` keeps it."""
-    if os.environ.get("KERAS_RESNET_VERBOSE"):
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -70,7 +52,7 @@ def _run(body: Callable[[], int]) -> int:
     if previous in (signal.SIG_DFL, None):  # let a killed export clean up its staging dir
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             return body()
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NoReturn
 
-
-@contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """File descriptor 2 to /dev/null while Keras imports its backend: TensorFlow writes
-    start-up lines through absl before any log level applies. ``KERAS_RESNET_VERBOSE=1``
-    keeps them."""
-    if os.environ.get("KERAS_RESNET_VERBOSE") or "keras" in sys.modules:
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+from keras_resnet.console import native_stderr_silenced
 
 
 def model_table(names: list[str]) -> list[dict]:
@@ -77,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except _BadArgument as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with _quiet_native_stderr():
+    with native_stderr_silenced(unless_loaded="keras"):
         import keras  # noqa: F401 - starts the backend with its start-up lines hidden
 
         from .models import list_models

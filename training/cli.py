@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from keras_resnet.console import native_stderr_silenced
 from training.architecture import add_architecture_flags
 from training.errors import UsageError
 from training.precision import PRECISIONS
@@ -33,6 +34,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 
+def add_budget_flags(p: argparse.ArgumentParser) -> None:
+    """The recipe, length, batch and image-size flags the trainer and the experiments share
+    (each run of an experiment is a trainer run)."""
+    p.add_argument("--recipe", help="cifar | imagenet | modern | path to a recipe .json "
+                                    "(default: cifar for CIFAR-family models, else imagenet)")
+    p.add_argument("--steps", type=int, help="training steps (overrides the recipe)")
+    p.add_argument("--epochs", type=float, help="training epochs (instead of --steps)")
+    p.add_argument("--batch-size", type=int, help="global batch size over all replicas")
+    p.add_argument("--input-size", type=int, help="image side in pixels")
+
+
 def build_train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="keras-resnet-train",
                 description="Train a keras_resnet model with one tf.distribute loop "
@@ -44,12 +56,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="tensorflow-datasets data dir")
     p.add_argument("--download", action="store_true",
                    help="let tensorflow-datasets download and prepare a missing dataset")
-    p.add_argument("--recipe", help="cifar | imagenet | modern | path to a recipe .json "
-                                    "(default: cifar for CIFAR-family models, else imagenet)")
-    p.add_argument("--steps", type=int, help="training steps (overrides the recipe)")
-    p.add_argument("--epochs", type=float, help="training epochs (instead of --steps)")
-    p.add_argument("--batch-size", type=int, help="global batch size over all replicas")
-    p.add_argument("--input-size", type=int, help="image side in pixels")
+    add_budget_flags(p)
     p.add_argument("--learning-rate", type=float,
                    help="base learning rate at the recipe's base batch size (scaled linearly)")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay (coupled)")
@@ -245,19 +252,10 @@ def _start_tensorflow_quietly() -> None:
     writes start-up lines through absl (cudart_stub, cpu_feature_guard, cuInit) before
     ``TF_CPP_MIN_LOG_LEVEL`` applies, which would bury a one-line ``error:``.
     ``KERAS_RESNET_VERBOSE=1`` keeps them."""
-    if os.environ.get("KERAS_RESNET_VERBOSE") or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
+    with native_stderr_silenced(unless_loaded="tensorflow"):
         import tensorflow as tf
 
         tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _main(run: Any, argv: Sequence[str] | None) -> int:

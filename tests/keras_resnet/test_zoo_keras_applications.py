@@ -8,10 +8,11 @@ import pytest
 import keras_resnet as kr
 from keras_resnet import weights as weights_lib
 
+# 101 and 101V2 differ from these only in stage 4's block count (same stage code), so the
+# shallowest and deepest of each family stand for them and keep the run short.
 PAIRS = [
-    ("ResNet50", kr.ResNet50), ("ResNet101", kr.ResNet101), ("ResNet152", kr.ResNet152),
-    ("ResNet50V2", kr.ResNet50V2), ("ResNet101V2", kr.ResNet101V2),
-    ("ResNet152V2", kr.ResNet152V2),
+    ("ResNet50", kr.ResNet50), ("ResNet152", kr.ResNet152),
+    ("ResNet50V2", kr.ResNet50V2), ("ResNet152V2", kr.ResNet152V2),
 ]
 SIZE = 64
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.cli import add_budget_flags
 from training.errors import UsageError
 from training.experiments import figures, results
 from training.experiments.plan import EXPERIMENTS, RunSpec, check_depths, plan_runs
@@ -50,11 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet20", help="the net of the shortcuts experiment")
     p.add_argument("--seeds", type=int, default=1, help="runs of every configuration")
     p.add_argument("--seed", type=int, default=0, help="first seed (then seed+1, ...)")
-    p.add_argument("--recipe", help="trainer recipe (default: cifar for CIFAR nets)")
-    p.add_argument("--steps", type=int, help="training steps of every run")
-    p.add_argument("--epochs", type=float, help="training epochs of every run")
-    p.add_argument("--batch-size", type=int, help="global batch size")
-    p.add_argument("--input-size", type=int, help="image side in pixels")
+    add_budget_flags(p)  # of every run
     p.add_argument("--log-every", type=int,
                    help="steps between training-error points (default: 1/100 of the run)")
     p.add_argument("--eval-every", type=int,
