@@ -273,7 +273,7 @@ def _tag() -> str:
 
 
 def make_staging(output: Path) -> Path:
-    """Create the hidden staging folder ``.NAME.partial-PID@HOST.XXXX`` next to ``output``
+    """Create the hidden staging folder ``.NAME.partial-PID@HOST.<random>`` next to ``output``
     (and ``output``'s missing parents) before any heavy work, after removing the staging
     folders that killed exports into the same place left behind. An unwritable place is a
     UsageError."""
