@@ -138,15 +138,8 @@ def build_network(
     if normalise is not None:
         img = normalisation.layer(*normalise, axis=channel_axis())(img)
     opts = blocks.BlockOptions(spec, shortcut, residual, zero_init_residual, channel_axis())
-    x = blocks.stem(img, opts)
-    x = blocks.stages(x, opts, drop_path_rate)
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    x = blocks.stages(blocks.stem(img, opts), opts, drop_path_rate)
+    x = _head(x, include_top, pooling, classes, classifier_activation)
     with recursion_headroom():
         model = keras.Model(inputs, x, name=name)
     if checkpoint is not None:
@@ -154,6 +147,19 @@ def build_network(
     elif weights is not None:
         weights_lib.load_into(model, weights, weights_name=weights_name, include_top=include_top)
     return model
+
+
+def _head(x: Any, include_top: bool, pooling: str | None, classes: int,
+          classifier_activation: str | None) -> Any:
+    """keras.applications' top: average pooling and the classifier, or ``pooling`` alone."""
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
 
 
 def _check_head(weights, include_top: bool, classifier_activation) -> None:

@@ -134,11 +134,8 @@ def check_ranges(args: Any) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} must be in {low}..{high}, got {value}")
 
 
-def resolve_config(args: Any, family: str) -> TrainConfig:
-    """Merge the recipe chosen by ``--recipe`` (default: ``cifar`` for CIFAR-family models,
-    ``imagenet`` otherwise) with the flags in ``args`` (an argparse namespace)."""
-    recipe_name = args.recipe or ("cifar" if family == "cifar" else "imagenet")
-    recipe = load_recipe(recipe_name)
+def _check_flags(args: Any) -> None:
+    """Signs, ranges and exclusions of the numeric flags, before any recipe value is used."""
     if args.steps is not None and args.epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
     for flag in ("steps", "epochs", "batch_size", "input_size", "checkpoint_every",
@@ -153,6 +150,14 @@ def resolve_config(args: Any, family: str) -> TrainConfig:
     if args.keep_checkpoints < 1:
         raise UsageError("--keep-checkpoints must be at least 1")
     check_ranges(args)
+
+
+def resolve_config(args: Any, family: str) -> TrainConfig:
+    """Merge the recipe chosen by ``--recipe`` (default: ``cifar`` for CIFAR-family models,
+    ``imagenet`` otherwise) with the flags in ``args`` (an argparse namespace)."""
+    recipe_name = args.recipe or ("cifar" if family == "cifar" else "imagenet")
+    recipe = load_recipe(recipe_name)
+    _check_flags(args)
     steps, epochs = args.steps, args.epochs
     if steps is None and epochs is None:
         steps, epochs = recipe.get("steps"), recipe.get("epochs")
@@ -193,7 +198,8 @@ def resolve_config(args: Any, family: str) -> TrainConfig:
         augmentation=dict(recipe["augmentation"]), preprocessing=recipe["preprocessing"],
         flip=args.flip, data_dir=args.data_dir, download=args.download, strategy=args.strategy,
         precision=args.precision, jit=args.jit, batch_norm=args.batch_norm,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, eval_every=args.eval_every or 0,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        eval_every=args.eval_every or 0,
         eval_examples=args.eval_examples, seed=args.seed, log_every=args.log_every,
         cache=args.cache, shuffle_buffer=args.shuffle_buffer,
         mean_images=args.mean_images, eval_only=args.eval_only)

@@ -135,12 +135,18 @@ def test_input_tensor_and_pooling_follow_keras_applications():
 
 @pytest.mark.skipif(keras.backend.backend() != "jax",
                     reason="needs a backend other than TensorFlow; the JAX run checks it")
-def test_zoo_never_imports_tensorflow():
+def test_zoo_never_imports_tensorflow(tmp_path, timm_checkpoint):
     # A fresh process: Keras itself imports TensorFlow, when installed, to save a .keras
-    # file, which other tests of this process do.
-    code = ("import sys, keras_resnet as kr; kr.ResNet20(); kr.profile(kr.ResNet18()); "
+    # file, which other tests of this process do. One process for building, profiling,
+    # features, and loading timm weights with their preprocessing.
+    r18 = timm_checkpoint(tmp_path / "r18", "resnet18", classes=10)
+    code = ("import sys, numpy as np, keras_resnet as kr; from keras_resnet import hub; "
+            "kr.ResNet20(); kr.profile(kr.ResNet18()); "
             "kr.feature_extractor(kr.ResNet18(include_top=False)); "
             "kr.create_model('resnext50_32x4d', input_shape=(64, 64, 3)); "
+            f"m = kr.ResNet18(weights={str(r18)!r}, input_shape=(32, 32, 3), "
+            "include_preprocessing=True); m(np.zeros((1, 32, 32, 3), 'float32')); "
+            "kr.preprocess_input(np.zeros((1, 8, 8, 3)), weights='timm/resnet18.a1_in1k'); "
             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=1200, env={**os.environ, "KERAS_BACKEND": "jax"})
