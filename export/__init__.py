@@ -1,7 +1,7 @@
 """Export keras-resnet models to SavedModel, TFLite and ONNX, each artifact verified in
 its own runtime.
 
->>> from export import export_model, verify_dir, bench_dir
+>>> from keras_resnet.export import export_model, verify_dir, bench_dir
 >>> manifest = export_model("resnet20", "artifacts/resnet20", quantize=["int8"],
 ...                         calibration="digits")
 >>> verify_dir("artifacts/resnet20")["passed"]

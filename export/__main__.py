@@ -1,4 +1,4 @@
-"""``python -m export ...`` is ``keras-resnet-export ...``."""
+"""``python -m keras_resnet.export ...`` is ``keras-resnet-export ...``."""
 
 import sys
 

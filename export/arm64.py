@@ -1,4 +1,4 @@
-"""``python -m export.arm64 DIR``: run an export's TFLite and ONNX files on an emulated 64-bit
+"""``python -m keras_resnet.export.arm64 DIR``: run an export's TFLite and ONNX files on an emulated 64-bit
 ARM CPU (the boards' architecture) and check each against the Keras model.
 
 The arm64 side is built once and cached (``--cache``, default
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry; exit 0 when every file agrees, 1 otherwise, 2 for bad input."""
     from keras_resnet.cpu import cpu_line
 
-    p = argparse.ArgumentParser(prog="python -m export.arm64", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m keras_resnet.export.arm64", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", type=Path, help="an export directory (manifest.json)")
     p.add_argument("--samples", type=int, default=50,

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_resnet.console import text_table
+
 from .errors import UsageError
 from .manifest import FORMATS, read_manifest, resolve_inside
 
@@ -110,8 +112,4 @@ def format_table(rows: list[dict[str, Any]], threads: int) -> str:
     header = ("artifact", "format", "precision", "batch-1 ms", f"img/s @ batch {batch}")
     body = [(r["name"], r["format"], r["precision"], f"{r['latency_ms']:.2f}",
              f"{r['throughput']:.1f}") for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in (header, *body)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + f"\n({threads} threads, median of timed runs)"
+    return text_table(header, body) + f"\n({threads} threads, median of timed runs)"

@@ -1,4 +1,4 @@
-"""``python -m export.benchmark``: the side-by-side figures of docs/export.md.
+"""``python -m keras_resnet.export.benchmark``: the side-by-side figures of docs/export.md.
 
 Exports a model (default ResNet-50 at 224) to every format and precision, timing the whole
 export, then measures batch-1 latency with a fixed thread count for TFLite float32 vs int8
@@ -119,8 +119,8 @@ def report(figures: dict[str, Any], model: str, threads: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m export.benchmark [--model resnet50] ...``."""
-    p = argparse.ArgumentParser(prog="python -m export.benchmark", description=__doc__)
+    """Command-line entry: ``python -m keras_resnet.export.benchmark [--model resnet50] ...``."""
+    p = argparse.ArgumentParser(prog="python -m keras_resnet.export.benchmark", description=__doc__)
     p.add_argument("--model", default="resnet50")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--out", type=Path, default=None, help="export directory (default: temp)")

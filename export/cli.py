@@ -14,22 +14,21 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
-from keras_resnet.console import native_stderr_silenced
+from keras_resnet.console import (
+    Parser,
+    native_stderr_silenced,
+    require_extra,
+    run_command,
+    text_table,
+)
 
-from .errors import ExportError, UsageError, VerificationFailed
+from .errors import VerificationFailed
 from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
 from .targets import TARGETS
 
 QUANTIZE_HELP = "float16,dynamic,int8 (TFLite gets all; ONNX gets int8)"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one ``error: ...`` line with exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def _quiet_runtimes() -> None:
@@ -45,25 +44,19 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _run(body: Callable[[], int]) -> int:
+def _run(body: Callable[[], int], command: str) -> int:
     """Run a command body, mapping errors to one stderr line and an exit code."""
     _quiet_runtimes()
     previous = signal.getsignal(signal.SIGTERM)
     if previous in (signal.SIG_DFL, None):  # let a killed export clean up its staging dir
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
+    def silenced() -> int:
+        require_extra(command, "export", "tensorflow", "onnxruntime", "tf2onnx")
         with native_stderr_silenced():
             return body()
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except Exception as exc:  # last resort: still one line, no traceback
-        text = str(exc).strip().splitlines()
-        print(f"error: {type(exc).__name__}: {text[0] if text else ''}", file=sys.stderr)
-        return 1
+
+    try:
+        return run_command(silenced)
     finally:
         if previous in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -71,7 +64,7 @@ def _run(body: Callable[[], int]) -> int:
 
 def export_parser() -> argparse.ArgumentParser:
     """The argument parser of ``keras-resnet-export``."""
-    p = _Parser(prog="keras-resnet-export",
+    p = Parser(prog="keras-resnet-export",
                 description="Export a zoo model or a .keras file to SavedModel, TFLite and "
                             "ONNX, verifying every artifact in its own runtime.")
     p.add_argument("model", metavar="MODEL", help="zoo name (resnet50, resnet20, ...) or a "
@@ -170,7 +163,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
                   f"on {cpu_line(manifest['cpu'])}")
         return 0
 
-    return _run(body)
+    return _run(body, "keras-resnet-export")
 
 
 def artifact_table(manifest: dict[str, Any]) -> str:
@@ -189,18 +182,14 @@ def artifact_table(manifest: dict[str, Any]) -> str:
         top1 = f"{parity['test_top1'] * 100:.2f}%" if "test_top1" in parity else "-"
         rows.append((a["path"], a["format"], a["precision"], f"{a['bytes'] / 1e6:.1f}",
                      figure, top1, f"{a['latency_ms']:.2f}", "ok" if parity["passed"] else "FAILED"))
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in (header, *rows)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(header, rows)
 
 
 def verify_main(argv: Sequence[str] | None = None) -> int:
     """``keras-resnet-verify DIR [--data SOURCE]``: 0 passed, 1 failed, 2 bad input."""
 
     def body() -> int:
-        p = _Parser(prog="keras-resnet-verify",
+        p = Parser(prog="keras-resnet-verify",
                     description="Recompute SHA-256 of every artifact and rerun parity.")
         p.add_argument("directory", metavar="DIR")
         p.add_argument("--data", metavar="SOURCE", help="digits | tfds:NAME | folder:PATH | "
@@ -236,14 +225,14 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
               f"(data: {report['data']})")
         return 0
 
-    return _run(body)
+    return _run(body, "keras-resnet-verify")
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
     """``keras-resnet-bench DIR``: latency at batch 1 and throughput at ``--batch``."""
 
     def body() -> int:
-        p = _Parser(prog="keras-resnet-bench",
+        p = Parser(prog="keras-resnet-bench",
                     description="Median batch-1 latency and batch throughput of every "
                                 "artifact and of the Keras model.")
         p.add_argument("directory", metavar="DIR")
@@ -261,4 +250,4 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.threads))
         return 0
 
-    return _run(body)
+    return _run(body, "keras-resnet-bench")

@@ -1,13 +1,16 @@
-"""Exceptions the command-line tools map to exit codes."""
+"""Exceptions the command-line tools map to exit codes (:mod:`keras_resnet.console`)."""
+
+from keras_resnet.console import CommandError
+from keras_resnet.console import UsageError as _ConsoleUsageError
 
 
-class ExportError(Exception):
+class ExportError(CommandError):
     """Base class of the export package's errors."""
 
     exit_code = 1
 
 
-class UsageError(ExportError):
+class UsageError(ExportError, _ConsoleUsageError):
     """Bad input from the user (unknown model, bad option, missing file): exit code 2."""
 
     exit_code = 2

@@ -1,4 +1,4 @@
-"""``python -m export.int8_schemes DIR``: every int8 ONNX scheme side by side.
+"""``python -m keras_resnet.export.int8_schemes DIR``: every int8 ONNX scheme side by side.
 
 Quantizes the float32 ``model.onnx`` of an export directory once per scheme of
 ``INT8_SCHEMES`` with the export's own calibration images, then reports for each: top-1
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .onnx_int8 import CALIBRATION_METHODS, INT8_SCHEMES
 
-    p = argparse.ArgumentParser(prog="python -m export.int8_schemes", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m keras_resnet.export.int8_schemes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", type=Path, help="an export directory holding model.onnx")
     p.add_argument("--schemes", default=",".join(INT8_SCHEMES),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
 
-from keras_resnet.console import native_stderr_silenced
+from keras_resnet.console import Parser, UsageError, native_stderr_silenced, run_command, text_table
 
 
 def model_table(names: list[str]) -> list[dict]:
@@ -27,36 +26,18 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
     header = ["model", "builder", "family", "input", "params (M)", "trainable", "MACs (G)"]
     body = [[r["name"], r["builder"], r["family"], r["input"], f"{r['params'] / 1e6:.2f}",
              f"{r['trainable_params']:,}", f"{r['macs'] / 1e9:.3f}"] for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=False)]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
-                     for row in [header, *body])
-
-
-class _BadArgument(Exception):
-    """A command-line error, reported as one ``error: ...`` line with exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors raise :class:`_BadArgument` (no usage text)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _BadArgument(message)
+    return text_table(header, body, markdown=markdown, rule=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="keras-resnet-models", description=__doc__)
+    parser = Parser(prog="keras-resnet-models", description=__doc__)
     parser.add_argument("names", nargs="*", help="registry names (default: all)")
     parser.add_argument("--family", choices=["imagenet", "cifar"])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    try:
-        args = parser.parse_args(argv)
-    except _BadArgument as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _list(parser.parse_args(argv)))
+
+
+def _list(args: argparse.Namespace) -> int:
     with native_stderr_silenced(unless_loaded="keras"):
         import keras  # noqa: F401 - starts the backend with its start-up lines hidden
 
@@ -64,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     available = list_models(args.family)
     unknown = [n for n in args.names if n.lower() not in available]
     if unknown:
-        print(f"error: unknown model(s) {', '.join(unknown)}; available: {', '.join(available)}",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown model(s) {', '.join(unknown)}; available: "
+                         f"{', '.join(available)}")
     print(format_table(model_table([n.lower() for n in args.names] or available), args.markdown))
     return 0
 

@@ -14,7 +14,7 @@ import argparse
 import math
 from typing import Any
 
-from training.errors import UsageError
+from keras_resnet.training.errors import UsageError
 
 #: The builder options a run records (``TrainConfig.architecture``), with the zoo's defaults.
 BUILDER_DEFAULTS: dict[str, Any] = {"residual": True, "shortcut": None, "variant": "v1",

@@ -1,4 +1,4 @@
-"""Throughput benchmark: ``python -m training.benchmark [--quick]``.
+"""Throughput benchmark: ``python -m keras_resnet.training.benchmark [--quick]``.
 
 Rows, all on synthetic data and measured in steady state (first steps excluded):
 
@@ -59,7 +59,7 @@ def stock_fit_images_per_sec(batch: int, size: int, steps: int, warmup: int) -> 
 def trainer_images_per_sec(model: str, batch: int, size: int, steps: int,
                            extra: list[str] | None = None) -> dict[str, Any]:
     """This trainer in-process on synthetic data; returns its metrics.json."""
-    from training.cli import train_from_args
+    from keras_resnet.training.cli import train_from_args
 
     with tempfile.TemporaryDirectory() as tmp:
         result = train_from_args(["--model", model, "--dataset", "synthetic", "--batch-size",
@@ -91,7 +91,7 @@ def workers_images_per_sec(workers: int, model: str, batch: int, size: int, step
                     "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                     "task": {"type": "worker", "index": index}})
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "training", "--model", model, "--dataset", "synthetic",
+                [sys.executable, "-m", "keras_resnet.training", "--model", model, "--dataset", "synthetic",
                  "--batch-size", str(batch), "--input-size", str(size), "--steps", str(steps),
                  "--model-dir", str(Path(tmp) / "run"), "--eval-examples", str(batch),
                  "--mean-images", "64", "--log-every", str(steps), "--threads", str(threads)],
@@ -103,7 +103,7 @@ def workers_images_per_sec(workers: int, model: str, batch: int, size: int, step
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m keras_resnet.training.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes for a smoke test (64x64 ResNet-50, few steps)")

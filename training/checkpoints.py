@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from training.errors import UsageError
-from training.outputs import read_json
+from keras_resnet.training.errors import UsageError
+from keras_resnet.training.outputs import read_json
 
 RUN_CONFIG = "run_config.json"
 CHECKPOINT_DIR = "checkpoints"

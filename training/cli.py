@@ -1,4 +1,4 @@
-"""Command line: ``keras-resnet-train`` (``python -m training``) and ``keras-resnet-eval``.
+"""Command line: ``keras-resnet-train`` (``python -m keras_resnet.training``) and ``keras-resnet-eval``.
 
 Bad input (unknown model/dataset/recipe, unavailable data, indivisible batch size, invalid
 ``TF_CONFIG``, a model dir of a different run) prints one ``error: ...`` line on stderr and
@@ -10,28 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from keras_resnet.console import native_stderr_silenced
-from training.architecture import add_architecture_flags
-from training.errors import UsageError
-from training.precision import PRECISIONS
-from training.strategy import STRATEGIES
+from keras_resnet.training.architecture import add_architecture_flags
+from keras_resnet.training.errors import UsageError
+from keras_resnet.training.precision import PRECISIONS
+from keras_resnet.training.strategy import STRATEGIES
 
-USAGE_EXIT_CODE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one ``error: ...`` line and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-
+from keras_resnet.console import Parser, native_stderr_silenced, require_extra, run_command
 
 
 def add_budget_flags(p: argparse.ArgumentParser) -> None:
@@ -46,7 +34,7 @@ def add_budget_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="keras-resnet-train",
+    p = Parser(prog="keras-resnet-train",
                 description="Train a keras_resnet model with one tf.distribute loop "
                             "(see docs/training.md).")
     p.add_argument("--model", required=True, help="model name (keras_resnet.list_models())")
@@ -97,7 +85,7 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="keras-resnet-eval",
+    p = Parser(prog="keras-resnet-eval",
                 description="Top-1/top-5 accuracy of a trained model.keras on a test set.")
     p.add_argument("--model-dir", help="a keras-resnet-train --model-dir (uses its model.keras)")
     p.add_argument("--model-file", help="a .keras file (instead of --model-dir)")
@@ -148,12 +136,12 @@ def _check_input_size(model: str, size: int) -> None:
 
 
 def train_from_args(argv: Sequence[str] | None = None) -> Any:
-    """Parse, validate and train; returns a :class:`training.loop.TrainResult`.
+    """Parse, validate and train; returns a :class:`keras_resnet.training.loop.TrainResult`.
 
     Raises :class:`UsageError` on bad input, before any model is built or data loaded.
     """
-    from training import data
-    from training.config import resolve_config
+    from keras_resnet.training import data
+    from keras_resnet.training.config import resolve_config
 
     args = build_train_parser().parse_args(argv)
     if args.threads < 0:
@@ -166,7 +154,7 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
-    from training.loop import prepare, train
+    from keras_resnet.training.loop import prepare, train
 
     prepared = prepare(cfg)
     if cfg.dataset not in ("digits", "synthetic"):
@@ -190,7 +178,7 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
 
 def run_train(argv: Sequence[str] | None = None) -> int:
     """``keras-resnet-train``: train and return the exit code (143 after SIGTERM)."""
-    from training.loop import SIGTERM_EXIT_CODE
+    from keras_resnet.training.loop import SIGTERM_EXIT_CODE
 
     result = train_from_args(argv)
     return SIGTERM_EXIT_CODE if result.metrics.get("stopped") else 0
@@ -213,8 +201,8 @@ def run_eval(argv: Sequence[str] | None = None) -> int:
     dataset = args.dataset or info.get("dataset")
     if not dataset:
         raise UsageError("--dataset is needed (no run_config.json next to the model)")
-    from training import data
-    from training.evaluate import evaluate_model
+    from keras_resnet.training import data
+    from keras_resnet.training.evaluate import evaluate_model
 
     data.check_dataset_name(dataset)
     results = evaluate_model(model_path, dataset, data_dir=args.data_dir or info.get("data_dir"),
@@ -258,31 +246,21 @@ def _start_tensorflow_quietly() -> None:
         tf.config.list_physical_devices()
 
 
-def _main(run: Any, argv: Sequence[str] | None) -> int:
-    _quiet_tensorflow()
-    _start_tensorflow_quietly()
-    try:
+def _main(run: Any, argv: Sequence[str] | None, command: str) -> int:
+    def body() -> int:
+        require_extra(command, "training", "tensorflow", "tensorflow_datasets")
+        _quiet_tensorflow()
+        _start_tensorflow_quietly()
         return run(argv)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USAGE_EXIT_CODE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # last resort: one line, no traceback (KERAS_RESNET_VERBOSE=1
-        if os.environ.get("KERAS_RESNET_VERBOSE"):  # shows it)
-            raise
-        text = str(exc).strip().splitlines()
-        print(f"error: {type(exc).__name__}: {text[0][:300] if text else ''} (an unexpected "
-              "failure; KERAS_RESNET_VERBOSE=1 shows the traceback)", file=sys.stderr)
-        return 1
+
+    return run_command(body)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Console script ``keras-resnet-train``."""
-    return _main(run_train, argv)
+    return _main(run_train, argv, "keras-resnet-train")
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """Console script ``keras-resnet-eval``."""
-    return _main(run_eval, argv)
+    return _main(run_eval, argv, "keras-resnet-eval")

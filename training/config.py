@@ -8,10 +8,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from training.architecture import resolve_architecture
-from training.errors import UsageError
-from training.recipes import load_recipe
-from training.schedules import RecipeSchedule
+from keras_resnet.training.architecture import resolve_architecture
+from keras_resnet.training.errors import UsageError
+from keras_resnet.training.recipes import load_recipe
+from keras_resnet.training.schedules import RecipeSchedule
 
 # Fields that must match for a model dir's checkpoints to be resumed.
 # The seed decides the data order, so a run resumed with another seed would not continue the

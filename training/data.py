@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from training.errors import UsageError
+from keras_resnet.training.errors import UsageError
 
 TFDS_ALIASES = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet2012": "imagenet2012",
                 "imagenette": "imagenette"}

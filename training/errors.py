@@ -1,5 +1,6 @@
-"""The one exception type the command line turns into ``error: ...`` and exit code 2."""
+"""The one exception type the command line turns into ``error: ...`` and exit code 2
+(shared by every console script: :class:`keras_resnet.console.UsageError`)."""
 
+from keras_resnet.console import UsageError
 
-class UsageError(Exception):
-    """A bad input from the user (flag, dataset, TF_CONFIG, model dir): reported in one line."""
+__all__ = ["UsageError"]

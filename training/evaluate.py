@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from training import data as data_lib
-from training.errors import UsageError
+from keras_resnet.training import data as data_lib
+from keras_resnet.training.errors import UsageError
 
 
 def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = None,

@@ -19,16 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from training import data as data_lib
-from training.checkpoints import CHECKPOINT_DIR, RUN_CONFIG, check_model_dir, choose_checkpoint
-from training.config import TrainConfig
-from training.curves import error, read_history
-from training.errors import UsageError
-from training.model import PREPROCESSING, build_model, float32_copy, refresh_normalization
-from training.outputs import CsvLog, atomic_write_json, read_json, save_model_atomic
-from training.precision import resolve_precision
-from training.strategy import StrategyPlan, create_strategy, plan_strategy
+from keras_resnet.training import data as data_lib
+from keras_resnet.training.checkpoints import (
+    CHECKPOINT_DIR,
+    RUN_CONFIG,
+    check_model_dir,
+    choose_checkpoint,
+)
+from keras_resnet.training.config import TrainConfig
+from keras_resnet.training.curves import error, read_history
+from keras_resnet.training.errors import UsageError
+from keras_resnet.training.model import (
+    PREPROCESSING,
+    build_model,
+    float32_copy,
+    refresh_normalization,
+)
+from keras_resnet.training.outputs import CsvLog, atomic_write_json, read_json, save_model_atomic
+from keras_resnet.training.precision import resolve_precision
+from keras_resnet.training.strategy import StrategyPlan, create_strategy, plan_strategy
 
 SIGTERM_EXIT_CODE = 143
 

@@ -38,7 +38,7 @@ def build_model(name: str, *, input_size: int, classes: int, preprocessing: str,
 
     With ``softmax=False`` the model returns logits (training); the exported model ends in a
     float32 softmax. ``fused_batch_norm`` (training only; TensorFlow) swaps in
-    :class:`training.fused_norm.FusedBatchNormalization`, same weights and maths.
+    :class:`keras_resnet.training.fused_norm.FusedBatchNormalization`, same weights and maths.
     """
     import keras
 
@@ -55,7 +55,7 @@ def build_model(name: str, *, input_size: int, classes: int, preprocessing: str,
         classes=classes, classifier_activation=None, zero_init_residual=zero_init_residual,
         **(model_kwargs or {}))
     if fused_batch_norm:
-        from training.fused_norm import with_fused_batch_norm
+        from keras_resnet.training.fused_norm import with_fused_batch_norm
 
         backbone = with_fused_batch_norm(backbone)
     x = backbone(x)

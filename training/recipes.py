@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from training.errors import UsageError
+from keras_resnet.training.errors import UsageError
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 _REQUIRED = ("name", "version", "batch_size", "base_batch_size", "optimizer", "weight_decay",

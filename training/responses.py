@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from training import data as data_lib
-from training.errors import UsageError
-from training.outputs import read_json
+from keras_resnet.training import data as data_lib
+from keras_resnet.training.errors import UsageError
+from keras_resnet.training.outputs import read_json
 
 
 def response_layers(backbone: Any) -> list[str]:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from training.errors import UsageError
+from keras_resnet.training.errors import UsageError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 

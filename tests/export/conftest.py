@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from export.calibration import digits_arrays
+from keras_resnet.export.calibration import digits_arrays
 
 LABELS = [str(i) for i in range(10)]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from keras_resnet.export import bench_dir, export_model, verify_dir
+from keras_resnet.export.calibration import digits_arrays
+from keras_resnet.export.cli import bench_main, verify_main
+from keras_resnet.export.manifest import sha256_path
 
-from export import bench_dir, export_model, verify_dir
-from export.calibration import digits_arrays
-from export.cli import bench_main, verify_main
-from export.manifest import sha256_path
 from keras_resnet.cpu import cpu_info, cpu_line
 
 LABELS = [str(i) for i in range(10)]
@@ -190,7 +190,7 @@ def test_int8_structure_reads_each_scheme_from_the_file(exported: Path, tmp_path
                                                         safe: bool) -> None:
     """The other schemes, quantized from the same float file: full-range int8 weights are
     flagged as able to saturate; uint8 weights use kernels without 16-bit sums."""
-    from export.onnx_int8 import int8_structure, quantize_onnx_int8
+    from keras_resnet.export.onnx_int8 import int8_structure, quantize_onnx_int8
 
     calib, _ = digits_arrays(32, split="train")
     path = tmp_path / f"{scheme}.onnx"
@@ -206,7 +206,7 @@ def test_int8_structure_reads_each_scheme_from_the_file(exported: Path, tmp_path
 
 @pytest.fixture(scope="module")
 def avx2_emulator() -> str:
-    from export.emulation import emulator
+    from keras_resnet.export.emulation import emulator
 
     path = emulator()
     if path is None:
@@ -220,10 +220,11 @@ def test_onnx_int8_gives_identical_outputs_on_an_emulated_avx2_cpu(
     """The exported int8 file on an emulated Haswell (AVX2, no AVX-512, no VNNI: onnxruntime
     takes its VPMADDUBSW kernels) gives this machine's outputs and >= 99 % top-1 agreement
     with the Keras model on the held-out digits."""
+    from keras_resnet.export.emulation import run_onnx_emulated
+    from keras_resnet.export.onnx_export import OnnxRunner
+    from keras_resnet.export.verify import keras_predict
+
     import keras_resnet
-    from export.emulation import run_onnx_emulated
-    from export.onnx_export import OnnxRunner
-    from export.verify import keras_predict
 
     x, _ = digits_arrays(32, split="test")
     x = x[:300]
@@ -238,9 +239,10 @@ def test_emulated_avx2_cpu_reproduces_saturation_of_8_bit_weights(
         exported: Path, avx2_emulator: str, tmp_path: Path) -> None:
     """The control for the test above: a full-range u8s8 file gives other outputs on the
     emulated AVX2 CPU than on a VNNI CPU, so the emulation really runs saturating kernels."""
-    from export.emulation import run_onnx_emulated
-    from export.onnx_export import OnnxRunner
-    from export.onnx_int8 import quantize_onnx_int8
+    from keras_resnet.export.emulation import run_onnx_emulated
+    from keras_resnet.export.onnx_export import OnnxRunner
+    from keras_resnet.export.onnx_int8 import quantize_onnx_int8
+
     from keras_resnet.cpu import cpu_info
 
     if not cpu_info()["int8_dot_product"]:
@@ -300,7 +302,7 @@ def test_bench_reports_every_artifact_and_keras(exported: Path,
 @pytest.mark.parametrize("cpu", ["neoverse-n1", "cortex-a72"])
 def test_every_file_agrees_with_keras_on_an_emulated_arm64_board(exported: Path,
                                                                   cpu: str) -> None:
-    from export.arm64 import check_dir, prepare
+    from keras_resnet.export.arm64 import check_dir, prepare
 
     rows = check_dir(exported, prepare(cpu=cpu), samples=20)
     assert [r["artifact"].split(" ")[0] for r in rows] == [

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from export import verify
-from export.cli import export_main, verify_main
+from keras_resnet.export import verify
+from keras_resnet.export.cli import export_main, verify_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,7 +179,7 @@ def _env() -> dict[str, str]:
 
 def test_console_error_has_no_traceback_or_runtime_noise(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "export", "resnet5000", "-o", str(tmp_path / "o")],
+        [sys.executable, "-m", "keras_resnet.export", "resnet5000", "-o", str(tmp_path / "o")],
         capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
@@ -192,7 +191,7 @@ def test_killed_export_leaves_no_partial_artifacts(tiny_keras_file: Path,
                                                    tmp_path: Path) -> None:
     out = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, "-m", "export", str(tiny_keras_file), "-o", str(out)],
+        [sys.executable, "-m", "keras_resnet.export", str(tiny_keras_file), "-o", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=tmp_path)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:

@@ -9,9 +9,8 @@ import socket
 from pathlib import Path
 
 import pytest
-
-from export import calibration
-from export.cli import export_main, verify_main
+from keras_resnet.export import calibration
+from keras_resnet.export.cli import export_main, verify_main
 
 
 def _dead_pid() -> int:

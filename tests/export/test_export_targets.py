@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from export import export_model
-from export.cli import export_main
+from keras_resnet.export import export_model
+from keras_resnet.export.cli import export_main
 
 TRT_RULES_OPS = {"QuantizeLinear", "DequantizeLinear", "Conv", "Relu", "Add", "MatMul",
                  "GlobalAveragePool", "MaxPool", "Pad", "Softmax", "Transpose", "Reshape",
@@ -97,10 +96,9 @@ def test_npu_target_is_static_batch_1_integer_only_with_uint8_input(npu: Path) -
 def test_wrong_files_fail_their_checks_naming_the_tensor(tensorrt: Path, npu: Path,
                                                          tmp_path: Path) -> None:
     import onnx
+    from keras_resnet.export.onnx_int8 import tensorrt_check
+    from keras_resnet.export.tflite import npu_check
     from onnx import numpy_helper
-
-    from export.onnx_int8 import tensorrt_check
-    from export.tflite import npu_check
 
     proto = onnx.load(str(tensorrt / "model_int8.onnx"))
     target = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear").input[2]
@@ -112,9 +110,10 @@ def test_wrong_files_fail_their_checks_naming_the_tensor(tensorrt: Path, npu: Pa
     assert not report["passed"]
     assert report["problems"] == [f"tensor {target!r}: zero point 3 is not 0 (asymmetric)"]
 
+    from keras_resnet.export.saved_model import build_saved_model
+    from keras_resnet.export.tflite import convert_tflite
+
     import keras_resnet
-    from export.saved_model import build_saved_model
-    from export.tflite import convert_tflite
 
     model = keras_resnet.load_model(npu / "model.keras")
     build_saved_model(model, tmp_path / "sm", (32, 32, 3))  # dynamic batch
@@ -128,8 +127,7 @@ def test_wrong_files_fail_their_checks_naming_the_tensor(tensorrt: Path, npu: Pa
 def test_static_batch_and_percentile_calibration_for_any_format(trained_model: Path,
                                                                 tmp_path: Path) -> None:
     import onnx
-
-    from export import verify_dir
+    from keras_resnet.export import verify_dir
 
     out = tmp_path / "batch2"
     manifest = export_model(str(trained_model), out, formats=["saved_model", "onnx"],

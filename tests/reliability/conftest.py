@@ -98,7 +98,7 @@ def _tiny_keras(folder: Path) -> Path:
 
 def _train_run(run: Path) -> None:
     """A real (two-step) keras-resnet-train run with checkpoints, trained in-process."""
-    from training.cli import train_from_args
+    from keras_resnet.training.cli import train_from_args
 
     train_from_args(["--model", "resnet20", "--input-size", "8", "--batch-size", "8",
                      "--steps", "2", "--checkpoint-every", "1", "--eval-examples", "8",
@@ -125,7 +125,7 @@ def _bad_recipes(root: Path) -> None:
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """Built once: ``root`` holds every input of the corpus; ``outside`` is the canary
     folder a malicious manifest points to."""
-    from export.api import export_model
+    from keras_resnet.export.api import export_model
 
     root = tmp_path_factory.mktemp("corpus")
     tiny = _tiny_keras(root / "tiny")

@@ -19,10 +19,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from keras_resnet.export.cli import bench_main, export_main, verify_main
+from keras_resnet.training.cli import eval_main, train_main
 
-from export.cli import bench_main, export_main, verify_main
 from keras_resnet.cli import main as models_main
-from training.cli import eval_main, train_main
 
 TRAIN = ["--model", "resnet20", "--input-size", "8", "--batch-size", "8", "--mean-images", "16"]
 
@@ -34,7 +34,7 @@ def _edit(folder: Path, change) -> None:
 
 
 def _sha(path: str) -> str:
-    from export.manifest import sha256_path
+    from keras_resnet.export.manifest import sha256_path
 
     return sha256_path(Path(path)) if os.path.exists(path) else "0" * 64
 
@@ -235,13 +235,14 @@ def _raises(kind: type, call) -> str:
 
 
 def _api_cases(c: SimpleNamespace) -> list[tuple[str, type, object]]:
+    from keras_resnet.export import UsageError as ExportUsage
+    from keras_resnet.export import bench_dir, export_model, verify_dir
+    from keras_resnet.training import data
+    from keras_resnet.training.cli import train_from_args
+    from keras_resnet.training.errors import UsageError as TrainUsage
+    from keras_resnet.training.evaluate import evaluate_model
+
     import keras_resnet
-    from export import UsageError as ExportUsage
-    from export import bench_dir, export_model, verify_dir
-    from training import data
-    from training.cli import train_from_args
-    from training.errors import UsageError as TrainUsage
-    from training.evaluate import evaluate_model
 
     truncated = c.truncated_weights
     return [
@@ -300,12 +301,12 @@ def test_corpus_size() -> None:
 
 SCRIPTS = [
     ("keras-resnet-models", "keras_resnet.cli:main", ["resnet9"]),
-    ("keras-resnet-train", "training.cli:train_main",
+    ("keras-resnet-train", "keras_resnet.training.cli:train_main",
      ["--model", "resnet20", "--epochs", "nan", "--model-dir", "out"]),
-    ("keras-resnet-eval", "training.cli:eval_main", ["--model-dir", "{run}", "--batch-size", "0"]),
-    ("keras-resnet-export", "export.cli:export_main", ["resnet20", "-o", "afile/out"]),
-    ("keras-resnet-verify", "export.cli:verify_main", ["{v[dotdot]}"]),
-    ("keras-resnet-bench", "export.cli:bench_main", ["{export}", "--threads", "-5"]),
+    ("keras-resnet-eval", "keras_resnet.training.cli:eval_main", ["--model-dir", "{run}", "--batch-size", "0"]),
+    ("keras-resnet-export", "keras_resnet.export.cli:export_main", ["resnet20", "-o", "afile/out"]),
+    ("keras-resnet-verify", "keras_resnet.export.cli:verify_main", ["{v[dotdot]}"]),
+    ("keras-resnet-bench", "keras_resnet.export.cli:bench_main", ["{export}", "--threads", "-5"]),
 ]
 
 

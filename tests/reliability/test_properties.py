@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from export import bench as bench_lib
-from export import verify as verify_lib
-from export.cli import bench_main, export_main, verify_main
-from training import cli as train_cli
-from training import evaluate as evaluate_lib
-from training import loop
+from keras_resnet.export import bench as bench_lib
+from keras_resnet.export import verify as verify_lib
+from keras_resnet.export.cli import bench_main, export_main, verify_main
+from keras_resnet.training import cli as train_cli
+from keras_resnet.training import evaluate as evaluate_lib
+from keras_resnet.training import loop
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -65,7 +64,7 @@ def _text(value) -> str:
 def _allowed(spec: tuple, text: str) -> bool:
     kind, low, high = spec
     if high is None:
-        from export.onnx_export import max_opset
+        from keras_resnet.export.onnx_export import max_opset
 
         high = max_opset()
     try:
@@ -115,7 +114,7 @@ def test_train_numbers(here: Path, monkeypatch, capsys, flag: str, value) -> Non
 @SETTINGS
 @given(flag=st.sampled_from(sorted(EXPORT)), value=VALUES)
 def test_export_numbers(here: Path, monkeypatch, capsys, flag: str, value) -> None:
-    from export import api
+    from keras_resnet.export import api
 
     monkeypatch.setattr(api, "resolve_model", _reached)
     text = _text(value)
@@ -176,7 +175,7 @@ def _listing(root: Path) -> set[tuple[str, int]]:
 def test_path_arguments(here: Path, monkeypatch, capsys, case, path: str) -> None:
     """Any path is accepted (only where a new output may go) or refused with one error line;
     nothing in the sandbox (a file, an empty folder, a folder of stray files) changes."""
-    from export import api
+    from keras_resnet.export import api
 
     monkeypatch.setattr(api, "resolve_model", _reached)
     monkeypatch.setattr(loop, "train", _reached)

@@ -30,7 +30,7 @@ def train_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(args: list[str], *, timeout: float = 1200, env: dict[str, str] | None = None,
-            module: str = "training") -> subprocess.CompletedProcess:
+            module: str = "keras_resnet.training") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=timeout, env=env or train_env(), cwd=REPO)
 

@@ -19,9 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from training.experiments import figures
-from training.experiments.cli import experiment_main, run_experiment
+from keras_resnet.training.experiments import figures
+from keras_resnet.training.experiments.cli import experiment_main, run_experiment
 
 TINY = ["--dataset", "digits", "--steps", "24", "--batch-size", "8", "--input-size", "8",
         "--eval-examples", "16", "--log-every", "4", "--eval-every", "12", "--threads", "1",
@@ -95,7 +94,7 @@ def degradation(tmp_path_factory, th_module) -> SimpleNamespace:
     its first checkpoint, then rerun in this process to the end."""
     out = tmp_path_factory.mktemp("experiment") / "deg"
     argv = ["degradation", "--out", str(out), "--depths", "20", "32", *TINY]
-    proc = subprocess.Popen([sys.executable, "-m", "training.experiments", *argv],
+    proc = subprocess.Popen([sys.executable, "-m", "keras_resnet.training.experiments", *argv],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=th_module.train_env(), cwd=th_module.REPO)
     index = out / "resnet32-seed0" / "checkpoints" / "checkpoint"
@@ -214,8 +213,8 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path: Path, capsys) -
 
 
 def test_seeds_repeat_every_configuration_and_report_best_mean_std() -> None:
-    from training.experiments import results
-    from training.experiments.plan import plan_runs
+    from keras_resnet.training.experiments import results
+    from keras_resnet.training.experiments.plan import plan_runs
 
     plan = plan_runs("depth", depths=(20, 110), seeds=3, base_seed=5)
     assert [r.name for r in plan] == ["resnet20-seed5", "resnet110-seed5", "resnet20-seed6",

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from training import cli, data, loop
-from training.checkpoints import check_model_dir
-from training.config import resolve_config
-from training.errors import UsageError
-from training.model import build_model
-from training.responses import response_probe, response_stds
+from keras_resnet.training import cli, data, loop
+from keras_resnet.training.checkpoints import check_model_dir
+from keras_resnet.training.config import resolve_config
+from keras_resnet.training.errors import UsageError
+from keras_resnet.training.model import build_model
+from keras_resnet.training.responses import response_probe, response_stds
 
 
 def _config(*flags: str, model: str = "resnet20"):

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from training import cli
+from keras_resnet.training import cli
 
 ARGS = ["--model", "resnet20", "--input-size", "8", "--batch-size", "8", "--eval-examples", "8",
         "--mean-images", "16", "--checkpoint-every", "2", "--keep-checkpoints", "5", "--seed",

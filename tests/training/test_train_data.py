@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from training import cli, data
+from keras_resnet.training import cli, data
 
 
 def test_load_digits_arrays_fixed_split() -> None:

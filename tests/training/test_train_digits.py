@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from training import cli
-from training.data import load_digits_arrays
+from keras_resnet.training import cli
+from keras_resnet.training.data import load_digits_arrays
 
 METRIC_KEYS = {"step", "epoch", "train_loss", "eval_top1", "eval_top5", "train_images_per_sec",
                "num_replicas", "precision", "strategy"}

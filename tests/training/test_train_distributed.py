@@ -20,7 +20,7 @@ WORKER = textwrap.dedent("""
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * logical)
-    from training.cli import train_from_args
+    from keras_resnet.training.cli import train_from_args
     result = train_from_args(sys.argv[3:])
     np.save(sys.argv[2], np.concatenate([w.ravel() for w in result.model.get_weights()]))
 """)

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from training import cli, data, loop
+from keras_resnet.training import cli, data, loop
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def _args(th, model_dir: Path) -> list[str]:
 
 
 def _start(th, model_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "training", *_args(th, model_dir)],
+    return subprocess.Popen([sys.executable, "-m", "keras_resnet.training", *_args(th, model_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=th.train_env(), cwd=th.REPO)
 

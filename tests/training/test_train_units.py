@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from training import precision, recipes, strategy
-from training.cli import build_train_parser
-from training.config import resolve_config
-from training.errors import UsageError
+from keras_resnet.training import precision, recipes, strategy
+from keras_resnet.training.cli import build_train_parser
+from keras_resnet.training.config import resolve_config
+from keras_resnet.training.errors import UsageError
 
 
 def _config(*flags: str, family: str = "cifar"):
@@ -105,8 +104,7 @@ def test_strategy_auto_from_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_exported_model_bakes_in_preprocessing(tmp_path) -> None:
     import keras
-
-    from training.model import build_model, float32_copy
+    from keras_resnet.training.model import build_model, float32_copy
 
     mean = np.random.RandomState(0).uniform(0, 255, 16 * 16 * 3).astype(np.float32)
     previous = keras.mixed_precision.global_policy()
@@ -132,8 +130,7 @@ def test_exported_model_bakes_in_preprocessing(tmp_path) -> None:
 
 def test_modern_decays_kernels_only() -> None:
     import keras
-
-    from training.loop import _decayed_variables
+    from keras_resnet.training.loop import _decayed_variables
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, use_bias=True, name="conv")(inputs)

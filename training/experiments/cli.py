@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.cli import add_budget_flags
-from training.errors import UsageError
-from training.experiments import figures, results
-from training.experiments.plan import EXPERIMENTS, RunSpec, check_depths, plan_runs
-from training.experiments.runner import PlannedRun, plan_state, run_all
-from training.outputs import atomic_write_json, atomic_write_text, read_json
+from keras_resnet.training.cli import add_budget_flags
+from keras_resnet.training.errors import UsageError
+from keras_resnet.training.experiments import figures, results
+from keras_resnet.training.experiments.plan import EXPERIMENTS, RunSpec, check_depths, plan_runs
+from keras_resnet.training.experiments.runner import PlannedRun, plan_state, run_all
+from keras_resnet.training.outputs import atomic_write_json, atomic_write_text, read_json
 
 EXPERIMENT_FILE = "experiment.json"
 #: Trainer flags the experiment sets itself (per run or from its own options).
@@ -34,7 +34,7 @@ OWNED_FLAGS = ("--model", "--model-dir", "--seed", "--plain", "--dataset",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.cli import _Parser
+    from keras_resnet.training.cli import _Parser
 
     p = _Parser(prog="keras-resnet-experiment",
                 description="Run one of the paper's experiments as keras-resnet-train runs in "
@@ -116,8 +116,8 @@ def _common(args: argparse.Namespace, extra: list[str]) -> list[str]:
 def _intervals(args: argparse.Namespace, first: RunSpec, out: Path,
                common: list[str]) -> tuple[int, int]:
     """``(log_every, eval_every)``: about 100 training-error and 20 test-error points."""
-    from training import data
-    from training.experiments.runner import resolve_run
+    from keras_resnet.training import data
+    from keras_resnet.training.experiments.runner import resolve_run
 
     cfg = resolve_run(first, first.trainer_argv(out, common))
     if args.experiment == "responses" and cfg.architecture["variant"] == "v2":
@@ -195,7 +195,7 @@ def prepare_experiment(argv: Sequence[str]) -> tuple[argparse.Namespace, dict[st
 
 def _responses(args: argparse.Namespace, runs: list[PlannedRun],
                records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from training.responses import run_responses
+    from keras_resnet.training.responses import run_responses
 
     found = []
     for run, record in zip(runs, records, strict=True):
@@ -246,7 +246,7 @@ def run_experiment(argv: Sequence[str] | None = None) -> int:
     """Validate, run (resuming), and write the results; returns the exit code."""
     import sys
 
-    from training.loop import SIGTERM_EXIT_CODE
+    from keras_resnet.training.loop import SIGTERM_EXIT_CODE
 
     args, settings, runs = prepare_experiment(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
@@ -265,6 +265,6 @@ def run_experiment(argv: Sequence[str] | None = None) -> int:
 
 def experiment_main(argv: Sequence[str] | None = None) -> int:
     """Console script ``keras-resnet-experiment``."""
-    from training.cli import _main
+    from keras_resnet.training.cli import _main
 
     return _main(run_experiment, argv)

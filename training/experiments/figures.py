@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from training.experiments import paper
+from keras_resnet.training.experiments import paper
 
 DPI = 100
 CURVES_SIZE = (10.0, 4.0)  # inches: 1000 x 400 pixels at DPI

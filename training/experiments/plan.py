@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.errors import UsageError
+from keras_resnet.training.errors import UsageError
 
 EXPERIMENTS = ("degradation", "shortcuts", "depth", "responses")
 #: The registry's CIFAR ResNets (section 4.2); a plain net is the same model with ``--plain``.

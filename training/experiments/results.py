@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from training.experiments import paper
-from training.experiments.plan import RunSpec
-from training.outputs import atomic_write_json, atomic_write_text, read_json
+from keras_resnet.training.experiments import paper
+from keras_resnet.training.experiments.plan import RunSpec
+from keras_resnet.training.outputs import atomic_write_json, atomic_write_text, read_json
 
 CSV_COLUMNS = ("config", "label", "group", "model", "depth", "params", "seeds",
                "train_error_pct_mean", "test_error_pct_best", "test_error_pct_mean",

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.checkpoints import check_model_dir
-from training.config import TrainConfig, resolve_config
-from training.errors import UsageError
-from training.experiments.plan import RunSpec
-from training.outputs import atomic_write_json, read_json
+from keras_resnet.training.checkpoints import check_model_dir
+from keras_resnet.training.config import TrainConfig, resolve_config
+from keras_resnet.training.errors import UsageError
+from keras_resnet.training.experiments.plan import RunSpec
+from keras_resnet.training.outputs import atomic_write_json, read_json
 
 COMMAND_FILE = "experiment_run.json"
 
@@ -48,9 +48,10 @@ def _recorded_argv(argv: list[str]) -> list[str]:
 
 def resolve_run(spec: RunSpec, argv: list[str]) -> TrainConfig:
     """The run's training configuration, as ``keras-resnet-train`` resolves ``argv``."""
+    from keras_resnet.training import data
+    from keras_resnet.training.cli import build_train_parser
+
     import keras_resnet
-    from training import data
-    from training.cli import build_train_parser
 
     args = build_train_parser().parse_args(argv)
     cfg = resolve_config(args, keras_resnet.model_info(spec.model)["family"])
@@ -123,8 +124,7 @@ def run_all(experiment: str, runs: list[PlannedRun]) -> bool:
     """Train every unfinished run; False when a run was stopped by SIGTERM (its checkpoint
     is saved: rerunning the experiment resumes it)."""
     import keras
-
-    from training.cli import train_from_args
+    from keras_resnet.training.cli import train_from_args
 
     progress = ExperimentProgress(experiment, list(runs))
     for index, run in enumerate(runs):
