@@ -9,17 +9,100 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from keras_resnet.training.architecture import add_architecture_flags
+from keras_resnet.training.architecture import add_architecture_flags, resolve_architecture
+from keras_resnet.training.config import TrainConfig, default_of, resolve_config
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.precision import PRECISIONS
 from keras_resnet.training.strategy import STRATEGIES
 
 from keras_resnet.console import Parser, native_stderr_silenced, require_extra, run_command
+
+#: Each trainer flag (argparse dest) and the configuration field it overrides. A flag left out
+#: is None and overrides nothing: the recipe's or the dataclass' default holds.
+FLAG_TARGETS = {
+    "model": "model.name", "input_size": "model.input_size", "batch_norm": "model.batch_norm",
+    "zero_init_residual": "model.zero_init_residual",
+    "dataset": "data.dataset", "data_dir": "data.data_dir", "download": "data.download",
+    "flip": "data.flip", "cache": "data.cache", "shuffle_buffer": "data.shuffle_buffer",
+    "mean_images": "data.mean_images", "eval_examples": "data.eval_examples",
+    "batch_size": "optim.batch_size", "learning_rate": "optim.base_learning_rate",
+    "weight_decay": "optim.weight_decay", "label_smoothing": "optim.label_smoothing",
+    "warmup_steps": "schedule.warmup_steps",
+    "steps": "run.steps", "epochs": "run.epochs", "strategy": "run.strategy",
+    "precision": "run.precision", "jit": "run.jit", "seed": "run.seed",
+    "checkpoint_every": "run.checkpoint_every", "eval_every": "run.eval_every",
+    "log_every": "run.log_every", "eval_only": "run.eval_only",
+    "model_dir": "output.model_dir", "keep_checkpoints": "output.keep_checkpoints",
+}
+#: Inclusive ranges of the integer flags (beyond them a run could not fit in memory or time).
+INT_RANGES = {"steps": (1, 10**9), "batch_size": (1, 2**20), "checkpoint_every": (1, 10**9),
+              "keep_checkpoints": (1, 10**4), "eval_every": (0, 10**9),
+              "eval_examples": (1, 10**9), "log_every": (1, 10**9),
+              "mean_images": (1, 10**8), "shuffle_buffer": (1, 10**8),
+              "warmup_steps": (0, 10**9), "seed": (0, 2**32 - 1), "threads": (0, 1024)}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_ranges(args: Any) -> None:
+    """Every numeric flag finite and within its range (:data:`INT_RANGES`), else UsageError
+    naming the flag and what is allowed."""
+    for dest in ("epochs", "learning_rate", "weight_decay", "label_smoothing"):
+        value = getattr(args, dest, None)
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{_flag(dest)} must be a finite number, got {value}")
+    if args.epochs is not None and args.epochs > 10**6:
+        raise UsageError(f"--epochs must be at most 1000000, got {args.epochs}")
+    for dest, (low, high) in INT_RANGES.items():
+        value = getattr(args, dest, None)
+        if value is not None and not low <= value <= high:
+            raise UsageError(f"{_flag(dest)} must be in {low}..{high}, got {value}")
+
+
+def check_flags(args: Any) -> None:
+    """Signs, ranges and exclusions of the numeric flags, before any recipe value is used."""
+    if args.steps is not None and args.epochs is not None:
+        raise UsageError("give --steps or --epochs, not both")
+    for dest in ("steps", "epochs", "batch_size", "input_size", "checkpoint_every",
+                 "learning_rate", "log_every", "mean_images"):
+        value = getattr(args, dest, None)
+        if value is not None and value <= 0:
+            raise UsageError(f"{_flag(dest)} must be positive, got {value}")
+    for dest in ("eval_every", "eval_examples", "weight_decay", "label_smoothing"):
+        value = getattr(args, dest, None)
+        if value is not None and value < 0:
+            raise UsageError(f"{_flag(dest)} must not be negative, got {value}")
+    if args.label_smoothing is not None and args.label_smoothing >= 1:
+        raise UsageError(f"--label-smoothing must be below 1, got {args.label_smoothing}")
+    if args.keep_checkpoints is not None and args.keep_checkpoints < 1:
+        raise UsageError("--keep-checkpoints must be at least 1")
+    check_ranges(args)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"piece.field": value}`` for each flag given, and the network's full builder
+    options (``model.architecture``) from the network flags."""
+    given = {target: getattr(args, dest) for dest, target in FLAG_TARGETS.items()
+             if getattr(args, dest, None) is not None}
+    return {**given, "model.architecture": resolve_architecture(args, args.model)}
+
+
+def config_from_args(args: argparse.Namespace, family: str) -> TrainConfig:
+    """The run's configuration: the recipe ``--recipe`` picks, the flags as overrides.
+    Raises :class:`UsageError` naming the flag on bad input."""
+    from keras_resnet.training.recipes import load_recipe
+
+    load_recipe(args.recipe or ("cifar" if family == "cifar" else "imagenet"))  # errors first
+    check_flags(args)
+    return resolve_config(args.recipe, overrides_from_args(args), family)
 
 
 def add_budget_flags(p: argparse.ArgumentParser) -> None:
@@ -38,11 +121,11 @@ def build_train_parser() -> argparse.ArgumentParser:
                 description="Train a keras_resnet model with one tf.distribute loop "
                             "(see docs/training.md).")
     p.add_argument("--model", required=True, help="model name (keras_resnet.list_models())")
-    p.add_argument("--dataset", default="digits",
+    p.add_argument("--dataset",
                    help="digits (default, offline) | synthetic | cifar10 | cifar100 | "
                         "imagenet2012 | imagenette | tfds:NAME | folder:PATH")
     p.add_argument("--data-dir", help="tensorflow-datasets data dir")
-    p.add_argument("--download", action="store_true",
+    p.add_argument("--download", action="store_true", default=None,
                    help="let tensorflow-datasets download and prepare a missing dataset")
     add_budget_flags(p)
     p.add_argument("--learning-rate", type=float,
@@ -55,31 +138,34 @@ def build_train_parser() -> argparse.ArgumentParser:
                       help="random horizontal flips (default: on, off for digits)")
     flip.add_argument("--no-flip", dest="flip", action="store_false")
     p.add_argument("--model-dir", required=True, help="output and checkpoint folder")
-    p.add_argument("--strategy", default="auto", choices=STRATEGIES,
-                   help="auto picks from the devices and TF_CONFIG")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto: mixed_float16 on GPUs, mixed_bfloat16 on TPUs and bf16 CPUs")
-    p.add_argument("--jit", action="store_true", help="compile the training step with XLA")
-    p.add_argument("--batch-norm", default="fused", choices=("fused", "keras"),
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help="auto (default) picks from the devices and TF_CONFIG")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (default): mixed_float16 on GPUs, mixed_bfloat16 on TPUs and bf16 CPUs")
+    p.add_argument("--jit", action="store_true", default=None,
+                   help="compile the training step with XLA")
+    p.add_argument("--batch-norm", choices=("fused", "keras"),
                    help="training-time batch norm kernel: TensorFlow's fused op (default, same "
                         "maths, faster) or Keras' layer as is; model.keras always uses Keras' layer")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept")
-    p.add_argument("--eval-every", type=int, default=0,
+    p.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints ({default_of('run.checkpoint_every')})")
+    p.add_argument("--keep-checkpoints", type=int, help=f"checkpoints kept ({default_of('output.keep_checkpoints')})")
+    p.add_argument("--eval-every", type=int,
                    help="steps between evaluations (0: only at the end)")
     p.add_argument("--eval-examples", type=int, help="evaluate on the first N test images only")
-    p.add_argument("--eval-only", action="store_true",
+    p.add_argument("--eval-only", action="store_true", default=None,
                    help="evaluate the latest checkpoint in --model-dir and exit")
     p.add_argument("--seed", type=int,
                    help="seed for weights, data order and augmentation; also makes ops "
                         "deterministic")
     add_architecture_flags(p)
-    p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
-    p.add_argument("--cache", action="store_true", help="cache the decoded dataset in memory")
-    p.add_argument("--shuffle-buffer", type=int, default=10000, help="shuffle buffer size")
-    p.add_argument("--mean-images", type=int, default=10000,
-                   help="training images used for the normalisation statistics")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--log-every", type=int, help=f"steps between log lines ({default_of('run.log_every')})")
+    p.add_argument("--cache", action="store_true", default=None,
+                   help="cache the decoded dataset in memory")
+    p.add_argument("--shuffle-buffer", type=int, help=f"shuffle buffer size ({default_of('data.shuffle_buffer')})")
+    p.add_argument("--mean-images", type=int,
+                   help="training images used for the normalisation statistics "
+                        f"({default_of('data.mean_images')})")
+    p.add_argument("--threads", type=int,
                    help="TensorFlow intra/inter-op threads (0: TensorFlow's default)")
     return p
 
@@ -141,36 +227,36 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
     Raises :class:`UsageError` on bad input, before any model is built or data loaded.
     """
     from keras_resnet.training import data
-    from keras_resnet.training.config import resolve_config
 
     args = build_train_parser().parse_args(argv)
-    if args.threads < 0:
+    if args.threads is not None and args.threads < 0:
         raise UsageError("--threads must not be negative")
     family = _model_family(args.model)
-    cfg = resolve_config(args, family)
-    _check_input_size(cfg.model, cfg.input_size)
-    data.check_dataset_name(cfg.dataset)
-    _configure_threads(args.threads)
+    cfg = config_from_args(args, family)
+    _check_input_size(cfg.model.name, cfg.model.input_size)
+    data.check_dataset_name(cfg.data.dataset)
+    _configure_threads(args.threads or 0)
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     from keras_resnet.training.loop import prepare, train
 
     prepared = prepare(cfg)
-    if cfg.dataset not in ("digits", "synthetic"):
+    dataset = cfg.data.dataset
+    if dataset not in ("digits", "synthetic"):
         # tensorflow-datasets availability and a folder's classes and image files are
         # checked (cheaply) before building anything.
-        data.open_source(cfg.dataset, input_size=cfg.input_size, data_dir=cfg.data_dir,
-                         download=cfg.download)
+        data.open_source(dataset, input_size=cfg.model.input_size, data_dir=cfg.data.data_dir,
+                         download=cfg.data.download)
     try:
         result = train(cfg, prepared)
     except tf.errors.InvalidArgumentError:
-        if not cfg.dataset.startswith("folder:"):
+        if not dataset.startswith("folder:"):
             raise
-        raise UsageError(f"an image of {cfg.dataset} cannot be decoded (damaged inside); the "
+        raise UsageError(f"an image of {dataset} cannot be decoded (damaged inside); the "
                          "last checkpoint is kept: fix or remove the image and run the same "
                          "command to resume") from None
-    if cfg.eval_only and prepared.plan.is_chief:
+    if cfg.run.eval_only and prepared.plan.is_chief:
         print(json.dumps({k: result.metrics[k] for k in ("step", "eval_top1", "eval_top5",
                                                          "eval_loss", "eval_examples")}))
     return result

@@ -1,93 +1,98 @@
-"""The resolved training configuration: a recipe (``training/recipes/*.json``) overridden by
-command-line flags, with the learning rate scaled linearly with the global batch size
-(Goyal et al. 2017; the recipes' base rates are those of He et al. 2015)."""
+"""The resolved training configuration: small nested pieces built from a recipe
+(``training/recipes/*.json``) plus overrides, with the learning rate scaled linearly with the
+global batch size (Goyal et al. 2017; the recipes' base rates are those of He et al. 2015).
+
+Each default is written once: settings a recipe gives (optimizer, schedule, augmentation, ...)
+come from the recipe, with the dataclass default standing in where a recipe may leave a key
+out; run settings (cadence, strategy, outputs) have their default on the dataclass field.
+Overrides are ``{"piece.field": value}`` (the command line maps each flag to one, see
+``keras_resnet.training.cli.FLAG_TARGETS``).
+
+``run_config.json`` keeps the flat view (:meth:`TrainConfig.to_json`) so that older readers
+(``keras-resnet-eval``, the experiments) find ``dataset``, ``input_size``, ``augmentation``...
+at the top of its ``config``; :meth:`TrainConfig.identity` is the same flat dict as before the
+split, so model dirs written earlier resume (or are refused) exactly as before.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
-from keras_resnet.training.architecture import resolve_architecture
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.recipes import load_recipe
-from keras_resnet.training.schedules import RecipeSchedule
 
-# Fields that must match for a model dir's checkpoints to be resumed.
-# The seed decides the data order, so a run resumed with another seed would not continue the
-# same run.
-IDENTITY_FIELDS = ("model", "dataset", "input_size", "recipe", "recipe_version", "batch_size",
-                   "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
-                   "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
-                   "schedule", "warmup", "seed", "architecture")
-#: Inclusive ranges of the integer flags (beyond them a run could not fit in memory or time).
-INT_RANGES = {"steps": (1, 10**9), "batch_size": (1, 2**20), "checkpoint_every": (1, 10**9),
-              "keep_checkpoints": (1, 10**4), "eval_every": (0, 10**9),
-              "eval_examples": (1, 10**9), "log_every": (1, 10**9),
-              "mean_images": (1, 10**8), "shuffle_buffer": (1, 10**8),
-              "warmup_steps": (0, 10**9), "seed": (0, 2**32 - 1), "threads": (0, 1024)}
+if TYPE_CHECKING:  # the schedule module imports TensorFlow: only when a run builds one
+    from keras_resnet.training.schedules import RecipeSchedule
 
 
-@dataclass
-class TrainConfig:
-    """Everything one training run needs, JSON-serialisable (written to ``run_config.json``)."""
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: zoo name, image side, builder options, input normalisation and the
+    training-time batch norm kernel (``model.keras`` always uses Keras' layer)."""
 
-    model: str
-    dataset: str
-    model_dir: str
-    recipe: str
-    recipe_version: int
-    batch_size: int
-    base_batch_size: int
-    base_learning_rate: float
+    name: str
     input_size: int
-    steps: int | None
-    epochs: float | None
-    recipe_steps: int | None
-    optimizer: dict[str, Any]
-    weight_decay: float
-    decay_norm_and_bias: bool
-    schedule: dict[str, Any]
-    warmup: dict[str, Any] | None
-    label_smoothing: float
-    zero_init_residual: bool
+    preprocessing: str = "per_pixel_mean"
+    zero_init_residual: bool = False
+    architecture: dict[str, Any] = field(default_factory=dict)  # keras_resnet builder options
+    batch_norm: str = "fused"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The dataset and its input pipeline."""
+
     augmentation: dict[str, Any]
-    preprocessing: str
-    flip: bool | None
+    dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
-    strategy: str = "auto"
-    precision: str = "auto"
-    jit: bool = False
-    batch_norm: str = "fused"
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    eval_every: int = 0
-    eval_examples: int | None = None
-    seed: int | None = None
-    log_every: int = 10
+    flip: bool | None = None  # None: the dataset's own choice (off for digits)
     cache: bool = False
     shuffle_buffer: int = 10000
     mean_images: int = 10000
-    eval_only: bool = False
-    architecture: dict[str, Any] = field(default_factory=dict)  # keras_resnet builder options
-    extra: dict[str, Any] = field(default_factory=dict)
+    eval_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum and coupled L2 decay (He et al. 2015 sec. 3.4), at ``batch_size``."""
+
+    optimizer: dict[str, Any]
+    batch_size: int
+    base_batch_size: int
+    base_learning_rate: float
+    weight_decay: float
+    decay_norm_and_bias: bool = True
+    label_smoothing: float = 0.0
+
+    @property
+    def lr_scale(self) -> float:
+        """Linear scaling: ``batch_size / base_batch_size`` (Goyal et al. 2017)."""
+        return self.batch_size / self.base_batch_size
 
     @property
     def learning_rate(self) -> float:
-        """Peak rate: the recipe's rate scaled linearly by ``batch_size / base_batch_size``."""
-        return self.base_learning_rate * self.batch_size / self.base_batch_size
+        """Peak rate: the recipe's rate scaled linearly by :attr:`lr_scale`."""
+        return self.base_learning_rate * self.lr_scale
 
-    def total_steps(self, num_train_examples: int) -> int:
-        """``--steps``, or ``--epochs`` converted with the global batch size."""
-        if self.steps is not None:
-            return self.steps
-        return max(1, math.ceil(self.epochs * num_train_examples / self.batch_size))
 
-    def make_schedule(self, total_steps: int) -> RecipeSchedule:
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule (``policy``: the recipe's ``schedule`` object), warm-up,
+    and the recipe's own length (its step boundaries are fractions of it)."""
+
+    policy: dict[str, Any]
+    warmup: dict[str, Any] | None = None
+    recipe_steps: int | None = None
+
+    def build(self, total_steps: int, optim: OptimConfig) -> RecipeSchedule:
         """The schedule stretched to ``total_steps``: step boundaries keep their fraction of
         the recipe's length (CIFAR: 32k and 48k of 64k = 50 % and 75 %)."""
-        sched = self.schedule
+        from keras_resnet.training.schedules import RecipeSchedule
+
+        sched = self.policy
         boundaries: tuple[int, ...] = ()
         if sched["type"] == "step":
             length = self.recipe_steps or total_steps
@@ -99,107 +104,171 @@ class TrainConfig:
                 warmup_steps = min(int(self.warmup["steps"]), total_steps // 10)
             else:
                 warmup_steps = round(float(self.warmup.get("fraction", 0.0)) * total_steps)
-            warmup_lr = float(self.warmup.get("learning_rate", 0.0)) * self.batch_size / self.base_batch_size
-        return RecipeSchedule(self.learning_rate, total_steps, sched["type"], boundaries,
+            warmup_lr = float(self.warmup.get("learning_rate", 0.0)) * optim.lr_scale
+        return RecipeSchedule(optim.learning_rate, total_steps, sched["type"], boundaries,
                               float(sched.get("factor", 0.1)),
                               float(sched.get("final_fraction", 0.0)), warmup_kind, warmup_steps,
                               warmup_lr)
 
-    def identity(self) -> dict[str, Any]:
-        """The fields a resumed run must share with the checkpoints it resumes."""
-        data = asdict(self)
-        return {k: data[k] for k in IDENTITY_FIELDS}
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Length, cadence, placement and reproducibility of the run."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    strategy: str = "auto"
+    precision: str = "auto"
+    jit: bool = False
+    seed: int | None = None
+    checkpoint_every: int = 500
+    eval_every: int = 0  # 0: only at the end
+    log_every: int = 10
+    eval_only: bool = False
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the run writes, and how many checkpoints it keeps."""
+
+    model_dir: str
+    keep_checkpoints: int = 3
+
+
+PIECES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
+          "schedule": ScheduleConfig, "run": RunConfig, "output": OutputConfig}
+#: Flat (``run_config.json``) names of the fields whose piece name differs.
+FLAT_NAMES = {("model", "name"): "model", ("schedule", "policy"): "schedule"}
+#: Fields that must match for a model dir's checkpoints to be resumed. The seed decides the
+#: data order, so a run resumed with another seed would not continue the same run.
+IDENTITY_FIELDS = ("model", "dataset", "input_size", "recipe", "recipe_version", "batch_size",
+                   "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
+                   "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
+                   "schedule", "warmup", "seed", "architecture")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs, as pieces; JSON-serialisable."""
+
+    recipe: str
+    recipe_version: int
+    model: ModelConfig
+    data: DataConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    run: RunConfig
+    output: OutputConfig
+
+    @property
+    def learning_rate(self) -> float:
+        return self.optim.learning_rate
+
+    def total_steps(self, num_train_examples: int) -> int:
+        """``--steps``, or ``--epochs`` converted with the global batch size."""
+        if self.run.steps is not None:
+            return self.run.steps
+        return max(1, math.ceil(self.run.epochs * num_train_examples / self.optim.batch_size))
+
+    def make_schedule(self, total_steps: int) -> RecipeSchedule:
+        return self.schedule.build(total_steps, self.optim)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The flat view: every field of every piece by its flat name."""
+        flat: dict[str, Any] = {"recipe": self.recipe, "recipe_version": self.recipe_version}
+        for piece in PIECES:
+            for key, value in asdict(getattr(self, piece)).items():
+                flat[FLAT_NAMES.get((piece, key), key)] = value
+        return flat
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the checkpoints it resumes."""
+        flat = self.to_json()
+        return {k: flat[k] for k in IDENTITY_FIELDS}
 
 
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise UsageError(f"{name} must be positive, got {value}")
-
-
-def check_ranges(args: Any) -> None:
-    """Every numeric flag finite and within its range (:data:`INT_RANGES`), else UsageError
-    naming the flag and what is allowed."""
-    for flag in ("epochs", "learning_rate", "weight_decay", "label_smoothing"):
-        value = getattr(args, flag, None)
-        if value is not None and not math.isfinite(value):
-            raise UsageError(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
-    if args.epochs is not None and args.epochs > 10**6:
-        raise UsageError(f"--epochs must be at most 1000000, got {args.epochs}")
-    for flag, (low, high) in INT_RANGES.items():
-        value = getattr(args, flag, None)
-        if value is not None and not low <= value <= high:
-            raise UsageError(f"--{flag.replace('_', '-')} must be in {low}..{high}, got {value}")
-
-
-def _check_flags(args: Any) -> None:
-    """Signs, ranges and exclusions of the numeric flags, before any recipe value is used."""
-    if args.steps is not None and args.epochs is not None:
-        raise UsageError("give --steps or --epochs, not both")
-    for flag in ("steps", "epochs", "batch_size", "input_size", "checkpoint_every",
-                 "learning_rate", "log_every", "mean_images"):
-        _positive("--" + flag.replace("_", "-"), getattr(args, flag, None))
-    for flag in ("eval_every", "eval_examples", "weight_decay", "label_smoothing"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 0:
-            raise UsageError(f"--{flag.replace('_', '-')} must not be negative, got {value}")
-    if args.label_smoothing is not None and args.label_smoothing >= 1:
-        raise UsageError(f"--label-smoothing must be below 1, got {args.label_smoothing}")
-    if args.keep_checkpoints < 1:
-        raise UsageError("--keep-checkpoints must be at least 1")
-    check_ranges(args)
-
-
-def resolve_config(args: Any, family: str) -> TrainConfig:
-    """Merge the recipe chosen by ``--recipe`` (default: ``cifar`` for CIFAR-family models,
-    ``imagenet`` otherwise) with the flags in ``args`` (an argparse namespace)."""
-    recipe_name = args.recipe or ("cifar" if family == "cifar" else "imagenet")
-    recipe = load_recipe(recipe_name)
-    _check_flags(args)
-    steps, epochs = args.steps, args.epochs
-    if steps is None and epochs is None:
-        steps, epochs = recipe.get("steps"), recipe.get("epochs")
-        if steps is not None:
-            epochs = None
+def _recipe_values(recipe: dict[str, Any], model: str, family: str) -> dict[str, Any]:
+    """The recipe's keys as ``piece.field`` values (the recipe's ``steps``/``epochs`` and
+    warm-up resolved: a warm-up listing ``models`` applies to those models only)."""
+    steps, epochs = recipe.get("steps"), recipe.get("epochs")
     warmup = recipe.get("warmup")
-    if warmup and warmup.get("models") and args.model not in warmup["models"]:
+    if warmup and warmup.get("models") and model not in warmup["models"]:
         warmup = None
-    if args.warmup_steps is not None:
-        warmup = ({"type": (warmup or {}).get("type", "linear"), "steps": args.warmup_steps,
-                   "learning_rate": (warmup or {}).get("learning_rate", 0.0)}
-                  if args.warmup_steps > 0 else None)
-    input_size = args.input_size or recipe.get("input_size")
-    if input_size is None:
-        input_size = 32 if family == "cifar" else 224
-    if not 8 <= input_size <= 1024:
-        raise UsageError(f"--input-size must be in 8..1024, got {input_size}")
-    optimizer = dict(recipe["optimizer"])
-    if optimizer.get("name") != "sgd":
-        raise UsageError(f"recipe optimizer {optimizer.get('name')!r} is not supported (sgd)")
-    return TrainConfig(
-        model=args.model, dataset=args.dataset, model_dir=args.model_dir, recipe=recipe["name"],
-        recipe_version=int(recipe["version"]), batch_size=args.batch_size or recipe["batch_size"],
-        base_batch_size=int(recipe["base_batch_size"]),
-        base_learning_rate=args.learning_rate or float(optimizer["learning_rate"]),
-        input_size=int(input_size), steps=steps, epochs=epochs,
-        recipe_steps=recipe.get("steps"), optimizer=optimizer,
-        weight_decay=(float(recipe["weight_decay"]) if args.weight_decay is None
-                      else args.weight_decay),
-        decay_norm_and_bias=bool(recipe.get("decay_norm_and_bias", True)),
-        schedule=dict(recipe["schedule"]), warmup=warmup,
-        label_smoothing=(float(recipe.get("label_smoothing", 0.0)) if args.label_smoothing is None
-                         else args.label_smoothing),
-        zero_init_residual=bool(recipe.get("zero_init_residual", False)
-                                if getattr(args, "zero_init_residual", None) is None
-                                else args.zero_init_residual),
-        architecture=resolve_architecture(args, args.model),
-        augmentation=dict(recipe["augmentation"]), preprocessing=recipe["preprocessing"],
-        flip=args.flip, data_dir=args.data_dir, download=args.download, strategy=args.strategy,
-        precision=args.precision, jit=args.jit, batch_norm=args.batch_norm,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        eval_every=args.eval_every or 0,
-        eval_examples=args.eval_examples, seed=args.seed, log_every=args.log_every,
-        cache=args.cache, shuffle_buffer=args.shuffle_buffer,
-        mean_images=args.mean_images, eval_only=args.eval_only)
+    values = {"run.steps": steps, "run.epochs": None if steps is not None else epochs,
+              "schedule.warmup": warmup, "schedule.recipe_steps": steps,
+              "schedule.policy": dict(recipe["schedule"]),
+              "optim.base_learning_rate": float(recipe["optimizer"]["learning_rate"]),
+              "optim.optimizer": dict(recipe["optimizer"]),
+              "model.input_size": recipe.get("input_size") or (32 if family == "cifar" else 224),
+              "data.augmentation": dict(recipe["augmentation"])}
+    kinds = {"optim.batch_size": int, "optim.base_batch_size": int, "optim.weight_decay": float,
+             "optim.decay_norm_and_bias": bool, "optim.label_smoothing": float,
+             "model.preprocessing": str, "model.zero_init_residual": bool}
+    for key, kind in kinds.items():
+        if key.partition(".")[2] in recipe:
+            values[key] = kind(recipe[key.partition(".")[2]])
+    return values
+
+
+def _with_warmup_steps(warmup: dict[str, Any] | None, steps: int) -> dict[str, Any] | None:
+    """The recipe's warm-up (kind and rate) over ``steps`` steps; 0 disables warm-up."""
+    if steps <= 0:
+        return None
+    return {"type": (warmup or {}).get("type", "linear"), "steps": steps,
+            "learning_rate": (warmup or {}).get("learning_rate", 0.0)}
+
+
+def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` over ``values``; ``run.steps`` or ``run.epochs`` replaces both, and
+    ``schedule.warmup_steps`` rewrites the warm-up."""
+    merged = dict(values)
+    if "run.steps" in overrides or "run.epochs" in overrides:
+        merged["run.steps"] = merged["run.epochs"] = None
+    rest = dict(overrides)
+    if "schedule.warmup_steps" in rest:
+        merged["schedule.warmup"] = _with_warmup_steps(merged.get("schedule.warmup"),
+                                                       rest.pop("schedule.warmup_steps"))
+    for key in rest:
+        piece, _, name = key.partition(".")
+        if piece not in PIECES or name not in {f.name for f in fields(PIECES[piece])}:
+            raise ValueError(f"unknown configuration override {key!r}")
+    merged.update(rest)
+    return merged
+
+
+def build_config(recipe: dict[str, Any], overrides: dict[str, Any], family: str) -> TrainConfig:
+    """The configuration of ``recipe`` (a loaded recipe) with ``overrides`` applied;
+    ``overrides`` must hold ``model.name`` and ``output.model_dir``."""
+    if recipe["optimizer"].get("name") != "sgd":
+        raise UsageError(f"recipe optimizer {recipe['optimizer'].get('name')!r} is not "
+                         "supported (sgd)")
+    values = _merge(_recipe_values(recipe, overrides["model.name"], family), overrides)
+    grouped: dict[str, dict[str, Any]] = {piece: {} for piece in PIECES}
+    for key, value in values.items():
+        piece, _, name = key.partition(".")
+        grouped[piece][name] = value
+    size = int(grouped["model"]["input_size"])
+    if not 8 <= size <= 1024:
+        raise UsageError(f"--input-size must be in 8..1024, got {size}")
+    grouped["model"]["input_size"] = size
+    pieces = {piece: cls(**grouped[piece]) for piece, cls in PIECES.items()}
+    return TrainConfig(recipe=recipe["name"], recipe_version=int(recipe["version"]), **pieces)
+
+
+def resolve_config(recipe_name: str | None, overrides: dict[str, Any], family: str) -> TrainConfig:
+    """Load the recipe ``recipe_name`` (default: ``cifar`` for CIFAR-family models,
+    ``imagenet`` otherwise) and apply ``overrides``."""
+    recipe = load_recipe(recipe_name or ("cifar" if family == "cifar" else "imagenet"))
+    return build_config(recipe, overrides, family)
+
+
+def with_overrides(cfg: TrainConfig, **pieces: dict[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with fields of some pieces replaced: ``with_overrides(cfg,
+    run={"steps": 4})``."""
+    return replace(cfg, **{p: replace(getattr(cfg, p), **v) for p, v in pieces.items()})
+
+
+def default_of(path: str) -> Any:
+    """The dataclass default of ``piece.field`` (for help texts)."""
+    piece, _, name = path.partition(".")
+    return next(f.default for f in fields(PIECES[piece]) if f.name == name)

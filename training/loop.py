@@ -1,25 +1,31 @@
-"""The one training loop: ``tf.function`` + ``strategy.run`` +
-``distribute_datasets_from_function``, identical for one device, mirrored, multi-worker and TPU.
-
-Keras 3 ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (a PerReplica conversion
-error) while this custom loop keeps workers in sync, so every strategy uses it.
+"""A training run, assembled from its named parts: the configuration
+(:mod:`~keras_resnet.training.config`), the :class:`~keras_resnet.training.trainer.Trainer`
+(model, optimizer, compiled steps, metrics), the
+:class:`~keras_resnet.training.controller.Controller` (loops of steps) and the actions it
+fires at loop boundaries (:mod:`~keras_resnet.training.actions`). One loop for one device,
+mirrored, multi-worker and TPU strategies.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
-import signal
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from keras_resnet.training import data as data_lib
+from keras_resnet.training.actions import (
+    Checkpointer,
+    Evaluation,
+    FiniteLoss,
+    Progress,
+    RunLogs,
+    SaveOnStop,
+    TrainLog,
+    say,
+)
 from keras_resnet.training.checkpoints import (
     CHECKPOINT_DIR,
     RUN_CONFIG,
@@ -27,17 +33,20 @@ from keras_resnet.training.checkpoints import (
     choose_checkpoint,
 )
 from keras_resnet.training.config import TrainConfig
+from keras_resnet.training.controller import (
+    AfterEveryLoop,
+    Controller,
+    Every,
+    OnPreemption,
+    PreemptionWatcher,
+)
 from keras_resnet.training.curves import error, read_history
 from keras_resnet.training.errors import UsageError
-from keras_resnet.training.model import (
-    PREPROCESSING,
-    build_model,
-    float32_copy,
-    refresh_normalization,
-)
-from keras_resnet.training.outputs import CsvLog, atomic_write_json, read_json, save_model_atomic
+from keras_resnet.training.model import PREPROCESSING, float32_copy
+from keras_resnet.training.outputs import atomic_write_json, read_json, save_model_atomic
 from keras_resnet.training.precision import resolve_precision
 from keras_resnet.training.strategy import StrategyPlan, create_strategy, plan_strategy
+from keras_resnet.training.trainer import Trainer, TrainInputs
 
 SIGTERM_EXIT_CODE = 143
 
@@ -62,439 +71,194 @@ class Prepared:
 
 def prepare(cfg: TrainConfig) -> Prepared:
     """Cheap validation: strategy/TF_CONFIG, replica divisibility, model dir compatibility."""
-    plan = plan_strategy(cfg.strategy)
-    if plan.kind != "tpu" and cfg.batch_size % plan.num_replicas:
-        raise UsageError(f"--batch-size {cfg.batch_size} is not divisible by the "
+    plan = plan_strategy(cfg.run.strategy)
+    batch, model_dir = cfg.optim.batch_size, Path(cfg.output.model_dir)
+    if plan.kind != "tpu" and batch % plan.num_replicas:
+        raise UsageError(f"--batch-size {batch} is not divisible by the "
                          f"{plan.num_replicas} replicas of the {plan.kind} strategy")
-    resume = check_model_dir(Path(cfg.model_dir), cfg.identity())
-    checkpoint = choose_checkpoint(Path(cfg.model_dir)) if resume else None
-    if cfg.eval_only and checkpoint is None:
-        raise UsageError(f"--eval-only: no checkpoint in {str(Path(cfg.model_dir) / CHECKPOINT_DIR)!r}")
+    resume = check_model_dir(model_dir, cfg.identity())
+    checkpoint = choose_checkpoint(model_dir) if resume else None
+    if cfg.run.eval_only and checkpoint is None:
+        raise UsageError(f"--eval-only: no checkpoint in {str(model_dir / CHECKPOINT_DIR)!r}")
     return Prepared(plan, checkpoint is not None, checkpoint)
 
 
-class _Stop:
-    """SIGTERM flag: the loop saves a checkpoint at the next step and exits."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def install(self) -> None:
-        if hasattr(signal, "SIGTERM") and _in_main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _print(msg: str, chief: bool) -> None:
-    if chief:
-        print(msg, flush=True)
-
-
-class _Progress:
-    """A one-line progress display: step, images/s, loss, top-1 (a line per log on non-TTYs)."""
-
-    def __init__(self, total: int, chief: bool) -> None:
-        self.total, self.chief = total, chief
-        self.tty = sys.stdout.isatty()
-
-    def update(self, step: int, epoch: float, ips: float, loss: float, top1: float, lr: float) -> None:
-        if not self.chief:
-            return
-        width = 24
-        done = int(width * step / max(self.total, 1))
-        bar = "=" * done + "." * (width - done)
-        line = (f"step {step}/{self.total} [{bar}] epoch {epoch:.2f} - {ips:.1f} img/s - "
-                f"loss {loss:.4f} - top-1 {top1:.4f} - lr {lr:.5g}")
-        if self.tty:
-            print("\r" + line, end="", flush=True)
-        else:
-            print(line, flush=True)
-
-    def newline(self) -> None:
-        if self.chief and self.tty:
-            print(flush=True)
-
-
-def _make_optimizer(cfg: TrainConfig, schedule: Any, precision: str) -> Any:
+def _data_seed(cfg: TrainConfig, prepared: Prepared) -> int:
+    """``run.seed`` (then weights and ops are seeded too); else the seed of the run being
+    resumed, or a fresh random one."""
     import keras
+    import tensorflow as tf
 
-    opt = keras.optimizers.SGD(learning_rate=schedule, momentum=float(cfg.optimizer["momentum"]),
-                               nesterov=bool(cfg.optimizer.get("nesterov", False)))
-    if precision == "mixed_float16":
-        opt = keras.optimizers.LossScaleOptimizer(opt)
-    return opt
-
-
-def _decayed_variables(model: Any, decay_norm_and_bias: bool) -> list[Any]:
-    """Weights that get L2 decay: all trainable ones, or (``modern``) only kernels (rank > 1)."""
-    variables = list(model.trainable_variables)
-    if decay_norm_and_bias:
-        return variables
-    return [v for v in variables if len(v.shape) > 1]
+    if cfg.run.seed is not None:
+        keras.utils.set_random_seed(cfg.run.seed)
+        tf.config.experimental.enable_op_determinism()
+        return cfg.run.seed
+    stored = Path(cfg.output.model_dir) / RUN_CONFIG
+    if prepared.resume and stored.exists():
+        return read_json(stored)["data_seed"]
+    return int.from_bytes(os.urandom(3), "little")
 
 
 def train(cfg: TrainConfig, prepared: Prepared) -> TrainResult:
-    """Run (or resume) training, or evaluate with ``cfg.eval_only``; returns the metrics."""
+    """Run (or resume) training, or evaluate with ``run.eval_only``; returns the metrics."""
     import keras
-    import tensorflow as tf
 
     plan = prepared.plan
     strategy = create_strategy(plan)
     replicas = strategy.num_replicas_in_sync
-    if cfg.batch_size % replicas:
-        raise UsageError(f"--batch-size {cfg.batch_size} is not divisible by the {replicas} "
-                         f"replicas of the {plan.kind} strategy")
-    chief = plan.is_chief
-    model_dir = Path(cfg.model_dir)
+    if cfg.optim.batch_size % replicas:
+        raise UsageError(f"--batch-size {cfg.optim.batch_size} is not divisible by the "
+                         f"{replicas} replicas of the {plan.kind} strategy")
     previous_policy = keras.mixed_precision.global_policy()
-    precision = resolve_precision(cfg.precision, plan.device_kind)
+    precision = resolve_precision(cfg.run.precision, plan.device_kind)
     keras.mixed_precision.set_global_policy(precision)
-    seed = cfg.seed
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
-    else:
-        stored = model_dir / RUN_CONFIG
-        seed = read_json(stored)["data_seed"] if prepared.resume and stored.exists() else \
-            int.from_bytes(os.urandom(3), "little")
-    work_dir = model_dir if chief else Path(tempfile.mkdtemp(prefix="keras-resnet-worker-"))
-    stop = _Stop()
+    seed = _data_seed(cfg, prepared)
+    work_dir = (Path(cfg.output.model_dir) if plan.is_chief
+                else Path(tempfile.mkdtemp(prefix="keras-resnet-worker-")))
     try:
-        stop.install()
-        return _run(cfg, prepared, strategy, precision, seed, work_dir, stop)
+        with PreemptionWatcher() as watcher:
+            return _run(cfg, prepared, strategy, precision, seed, work_dir, watcher)
     finally:
-        stop.uninstall()
         keras.mixed_precision.set_global_policy(previous_policy)
-        if not chief:
+        if not plan.is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, seed: int,
-         work_dir: Path, stop: _Stop) -> TrainResult:
-    import keras
-    import tensorflow as tf
-
-    plan = prepared.plan
-    chief = plan.is_chief
-    model_dir = Path(cfg.model_dir)
-    replicas = strategy.num_replicas_in_sync
-    num_pipelines = plan.num_workers
-    global_batch = cfg.batch_size
-    per_replica = global_batch // replicas
-    per_pipeline = global_batch // num_pipelines
-
-    source = data_lib.open_source(cfg.dataset, input_size=cfg.input_size, data_dir=cfg.data_dir,
-                                  download=cfg.download)
-    flip = source.allow_flip if cfg.flip is None else cfg.flip
+def _open_inputs(cfg: TrainConfig, plan: StrategyPlan) -> tuple[TrainInputs, int]:
+    """The source, its augmentation and statistics, and the number of training images. The
+    statistics decode the first ``data.mean_images`` training images: a damaged one is found
+    here, before anything is written to the model dir."""
+    data, size = cfg.data, cfg.model.input_size
+    source = data_lib.open_source(data.dataset, input_size=size, data_dir=data.data_dir,
+                                  download=data.download)
+    flip = source.allow_flip if data.flip is None else data.flip
     aug = data_lib.Augmentation.from_recipe(
-        cfg.augmentation if source.augment else {"type": "none"}, cfg.input_size, flip)
+        data.augmentation if source.augment else {"type": "none"}, size, flip)
     num_train = source.shard_size("train", 0, 1, None)
-    total_steps = cfg.total_steps(num_train)
-    schedule = cfg.make_schedule(total_steps)
-    # The statistics decode the first --mean-images training images: a damaged one is found
-    # here, before anything is written to the model dir.
-    stats = data_lib.image_statistics(source, aug, cfg.mean_images)
-    if chief:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        run_config = {"identity": cfg.identity(), "config": cfg.to_json(), "data_seed": seed,
-                      "total_steps": total_steps, "num_replicas": replicas,
-                      "precision": precision, "strategy": plan.kind}
-        if not cfg.eval_only:
-            atomic_write_json(model_dir / RUN_CONFIG, run_config)
-
-    pixel_mean, channel_std = stats.pixel_mean, stats.channel_std
+    stats = data_lib.image_statistics(source, aug, data.mean_images)
     if aug.lighting_std:
         aug = aug.with_lighting(stats.rgb_eigval, stats.rgb_eigvec)
-    with strategy.scope():
-        model = build_model(cfg.model, input_size=cfg.input_size, classes=source.num_classes,
-                            preprocessing=cfg.preprocessing, pixel_mean=pixel_mean,
-                            channel_std=channel_std, zero_init_residual=cfg.zero_init_residual,
-                            softmax=False, fused_batch_norm=cfg.batch_norm == "fused",
-                            model_kwargs=cfg.architecture)
-        optimizer = _make_optimizer(cfg, schedule, precision)
-        optimizer.build(model.trainable_variables)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
-    manager = tf.train.CheckpointManager(checkpoint, str(work_dir / CHECKPOINT_DIR),
-                                         max_to_keep=cfg.keep_checkpoints)
+    return TrainInputs(source, aug, stats, plan.num_workers), num_train
+
+
+def _write_run_config(cfg: TrainConfig, plan: StrategyPlan, precision: str, seed: int,
+                      total_steps: int, replicas: int) -> None:
+    """Create the model dir (chief); record the run (not for ``--eval-only``)."""
+    model_dir = Path(cfg.output.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.run.eval_only:
+        atomic_write_json(model_dir / RUN_CONFIG, {
+            "identity": cfg.identity(), "config": cfg.to_json(), "data_seed": seed,
+            "total_steps": total_steps, "num_replicas": replicas, "precision": precision,
+            "strategy": plan.kind})
+
+
+def _base_metrics(cfg: TrainConfig, plan: StrategyPlan, trainer: Trainer, precision: str,
+                  total_steps: int) -> dict[str, Any]:
+    return {"num_replicas": trainer.replicas, "num_workers": plan.num_workers,
+            "precision": precision, "strategy": plan.kind, "model": cfg.model.name,
+            "dataset": cfg.data.dataset, "recipe": cfg.recipe,
+            "global_batch_size": cfg.optim.batch_size, "input_size": cfg.model.input_size,
+            "total_steps": total_steps, "batch_norm": cfg.model.batch_norm, "jit": cfg.run.jit,
+            "architecture": cfg.model.architecture,
+            "zero_init_residual": cfg.model.zero_init_residual,
+            "trainable_params": trainer.trainable_params}
+
+
+@dataclass
+class _Run:
+    """One run's parts, as :func:`_run` assembles them."""
+
+    cfg: TrainConfig
+    plan: StrategyPlan
+    trainer: Trainer
+    checkpointer: Checkpointer
+    schedule: Any
+    num_train: int
+    work_dir: Path
+    seed: int
+    base_metrics: dict[str, Any]
+
+
+def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, seed: int,
+         work_dir: Path, watcher: PreemptionWatcher) -> TrainResult:
+    plan = prepared.plan
+    inputs, num_train = _open_inputs(cfg, plan)
+    total_steps = cfg.total_steps(num_train)
+    schedule = cfg.make_schedule(total_steps)
+    if plan.is_chief:
+        _write_run_config(cfg, plan, precision, seed, total_steps,
+                          strategy.num_replicas_in_sync)
+    trainer = Trainer(cfg, strategy, inputs, schedule, precision)
+    checkpointer = Checkpointer(trainer, work_dir / CHECKPOINT_DIR, cfg.output.keep_checkpoints)
     start_step = 0
-    latest = prepared.checkpoint
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        refresh_normalization(model)
-        start_step = int(step_var.numpy())
-        _print(f"evaluating the checkpoint of step {start_step}" if cfg.eval_only
-               else f"resumed from step {start_step}", chief)
+    if prepared.checkpoint:
+        start_step = checkpointer.restore(prepared.checkpoint)
+        say(f"evaluating the checkpoint of step {start_step}" if cfg.run.eval_only
+            else f"resumed from step {start_step}", plan.is_chief)
+    run = _Run(cfg, plan, trainer, checkpointer, schedule, num_train, work_dir, seed,
+               _base_metrics(cfg, plan, trainer, precision, total_steps))
+    if cfg.run.eval_only:
+        return TrainResult({**run.base_metrics, "step": start_step, **trainer.evaluate()},
+                           trainer.model)
+    return _train_loop(run, start_step, total_steps, watcher)
 
-    decay_vars = _decayed_variables(model, cfg.decay_norm_and_bias) if cfg.weight_decay else []
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                   label_smoothing=cfg.label_smoothing,
-                                                   reduction=None)
-    classes = source.num_classes
-    top_k = min(5, classes)
 
-    def forward_backward(images, labels):
-        with tf.GradientTape() as tape:
-            logits = tf.cast(model(images, training=True), tf.float32)
-            per_example = loss_fn(tf.one_hot(labels, classes), logits)
-            loss = tf.reduce_sum(per_example) / global_batch
-            total = loss
-            if decay_vars:  # coupled L2 (He et al. 2015: weight decay 1e-4), split over replicas
-                l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decay_vars])
-                total = total + 0.5 * cfg.weight_decay * l2 / replicas
-            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                total = optimizer.scale_loss(total)
-        grads = tape.gradient(total, model.trainable_variables)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
-        return grads, loss, correct
-
-    if cfg.jit:
-        forward_backward = tf.function(forward_backward, jit_compile=True)
-
-    def replica_step(images, labels, stop_flag):
-        grads, loss, correct = forward_backward(images, labels)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss, correct, tf.identity(stop_flag)
-
-    @tf.function
-    def train_step(iterator, stop_flag):
-        # One step per call: a tf.range loop of steps inside one tf.function returned empty
-        # tensors under MirroredStrategy with this model (TF 2.21), so the host loops instead.
-        images, labels = next(iterator)
-        loss, correct, stop_r = strategy.run(replica_step, args=(images, labels, stop_flag))
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, stop_r, axis=None))
-
-    # Keras 3 creates BN moving statistics as MirroredVariables with aggregation NONE: each
-    # replica updates its own copy. Their updates are linear (an exponential moving average),
-    # so averaging the copies before every save/eval/export equals synchronising every step.
-    stat_vars = [v for v in model.non_trainable_variables
-                 if v.dtype in ("float32", "float16", "bfloat16")
-                 and not v.path.startswith("preprocessing/")]
-
-    @tf.function
-    def _sync_statistics():
-        def replica_fn():
-            ctx = tf.distribute.get_replica_context()
-            values = ctx.all_reduce(tf.distribute.ReduceOp.MEAN,
-                                    [tf.identity(v.value) for v in stat_vars])
-            for var, value in zip(stat_vars, values, strict=True):
-                var.assign(value)
-
-        strategy.run(replica_fn)
-
-    def sync_statistics() -> None:
-        if replicas > 1 and stat_vars:
-            _sync_statistics()
-
-    stop_flags = {False: tf.constant(0.0), True: tf.constant(1.0)}
-
-    def train_steps(iterator, num_steps: int):
-        """Run ``num_steps`` steps; the SIGTERM flag is summed over all replicas every step so
-        that every worker stops at the same chunk boundary."""
-        loss_sum, correct_sum, stop_any = 0.0, 0.0, 0.0
-        for _ in range(num_steps):
-            loss, correct, stop_r = train_step(iterator, stop_flags[stop.requested])
-            loss_sum, correct_sum, stop_any = loss_sum + loss, correct_sum + correct, stop_any + stop_r
-        return loss_sum, correct_sum, stop_any
-
-    @tf.autograph.experimental.do_not_convert
-    def replica_eval(images, labels, weights):
-        logits = tf.cast(model(images, training=False), tf.float32)
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        top1 = tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)
-        top5 = tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32)
-        return (tf.reduce_sum(per_example * weights), tf.reduce_sum(top1 * weights),
-                tf.reduce_sum(top5 * weights), tf.reduce_sum(weights))
-
-    @tf.function
-    @tf.autograph.experimental.do_not_convert
-    def eval_step(iterator):
-        results = strategy.run(replica_eval, args=next(iterator))
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
-
-    n_eval_steps = data_lib.eval_steps(source, num_pipelines, per_pipeline, cfg.eval_examples)
-
-    def eval_input(ctx: tf.distribute.InputContext):
-        return data_lib.eval_dataset(source, aug, pipeline_id=ctx.input_pipeline_id,
-                                     num_pipelines=ctx.num_input_pipelines,
-                                     per_replica_batch=per_replica, per_pipeline_batch=per_pipeline,
-                                     steps=n_eval_steps, limit=cfg.eval_examples)
-
-    def evaluate() -> dict[str, float]:
-        sync_statistics()
-        dist = strategy.distribute_datasets_from_function(eval_input)
-        iterator = iter(dist)
-        sums = np.zeros(4)
-        for _ in range(n_eval_steps):
-            sums += np.array([float(v) for v in eval_step(iterator)])
-        count = max(sums[3], 1.0)
-        return {"eval_loss": sums[0] / count, "eval_top1": sums[1] / count,
-                "eval_top5": sums[2] / count, "eval_examples": int(sums[3])}
-
-    base_metrics = {"num_replicas": replicas, "num_workers": plan.num_workers,
-                    "precision": precision, "strategy": plan.kind, "model": cfg.model,
-                    "dataset": cfg.dataset, "recipe": cfg.recipe, "global_batch_size": global_batch,
-                    "input_size": cfg.input_size, "total_steps": total_steps,
-                    "batch_norm": cfg.batch_norm, "jit": cfg.jit,
-                    "architecture": cfg.architecture, "zero_init_residual": cfg.zero_init_residual,
-                    "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables))}
-    if cfg.eval_only:
-        results = evaluate()
-        return TrainResult({**base_metrics, "step": start_step, **results}, model)
-
-    writer = tf.summary.create_file_writer(str(work_dir / "tensorboard" / "train"))
-    eval_writer = tf.summary.create_file_writer(str(work_dir / "tensorboard" / "eval"))
-    csv_log = CsvLog(work_dir / "log.csv", start_step)
-
-    def train_input(ctx: tf.distribute.InputContext):
-        return data_lib.train_dataset(
-            source, aug, pipeline_id=ctx.input_pipeline_id, num_pipelines=ctx.num_input_pipelines,
-            per_replica_batch=ctx.get_per_replica_batch_size(global_batch),
-            per_pipeline_batch=per_pipeline, seed=seed, start_step=start_step, cache=cfg.cache,
-            shuffle_buffer=cfg.shuffle_buffer)
-
-    iterator = iter(strategy.distribute_datasets_from_function(train_input))
-    progress = _Progress(total_steps, chief)
-    step = start_step
-    eval_results: dict[str, Any] = {}
-    warm_steps = min(max(2, (total_steps - start_step) // 10), max(total_steps - start_step - 1, 0))
-    steady_images, steady_time = 0, 0.0
-    last_loss, last_top1, ips = float("nan"), float("nan"), 0.0
-    window_loss, window_correct, window_steps, window_time = 0.0, 0.0, 0, 0.0
-    stopped = False
-
-    def save() -> None:
-        sync_statistics()
-        step_var.assign(step)
-        manager.save(checkpoint_number=step)
-
-    while step < total_steps:
-        boundaries = [total_steps,
-                      _next_multiple(step, cfg.log_every), _next_multiple(step, cfg.checkpoint_every)]
-        if cfg.eval_every:
-            boundaries.append(_next_multiple(step, cfg.eval_every))
-        if step < start_step + warm_steps:
-            boundaries.append(start_step + warm_steps)
-        n = min(b for b in boundaries if b > step)
-        t0 = time.perf_counter()
-        loss_sum, correct_sum, stop_any = train_steps(iterator, n - step)
-        loss_sum, correct_sum = float(loss_sum), float(correct_sum)
-        elapsed = time.perf_counter() - t0
-        if step >= start_step + warm_steps:
-            steady_images += (n - step) * global_batch
-            steady_time += elapsed
-        window_loss += loss_sum
-        window_correct += correct_sum
-        window_steps += n - step
-        window_time += elapsed
-        step = n
-        if not math.isfinite(loss_sum):
-            raise UsageError(
-                f"the loss became {loss_sum} at step {step} (peak learning rate "
-                f"{cfg.learning_rate:g}, weight decay {cfg.weight_decay:g}, label smoothing "
-                f"{cfg.label_smoothing:g}); a lower --learning-rate usually helps, and the "
-                "checkpoints before this step are kept")
-        if step % cfg.log_every == 0 or step == total_steps:
-            last_loss = window_loss / window_steps
-            last_top1 = window_correct / (window_steps * global_batch)
-            ips = window_steps * global_batch / max(window_time, 1e-9)
-            lr = schedule.value(step)
-            epoch = step * global_batch / num_train
-            progress.update(step, epoch, ips, last_loss, last_top1, lr)
-            with writer.as_default(step=step):
-                _scalar("loss", last_loss)
-                _scalar("top1", last_top1)
-                _scalar("error", error(last_top1))
-                _scalar("learning_rate", lr)
-                _scalar("images_per_sec", ips)
-            csv_log.append({"step": step, "epoch": round(epoch, 4), "learning_rate": lr,
-                            "train_loss": last_loss, "train_top1": last_top1,
-                            "train_error": error(last_top1), "train_images_per_sec": round(ips, 2)})
-            window_loss, window_correct, window_steps, window_time = 0.0, 0.0, 0, 0.0
-        if float(stop_any) > 0:
-            save()
-            progress.newline()
-            _print(f"stopped by SIGTERM at step {step}; checkpoint saved, run the same command "
-                   "to resume", chief)
-            stopped = True
-            break
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-            eval_results = evaluate()
-            _log_eval(eval_writer, csv_log, step, step * global_batch / num_train, eval_results)
-            progress.newline()
-            _print(f"step {step}: eval top-1 {eval_results['eval_top1']:.4f} "
-                   f"top-5 {eval_results['eval_top5']:.4f}", chief)
-        if step % cfg.checkpoint_every == 0 and step < total_steps:
-            save()
-    if stopped:
-        writer.flush()
-        return TrainResult({**base_metrics, "step": step, "stopped": True}, model)
+def _train_loop(run: _Run, start_step: int, total_steps: int,
+                watcher: PreemptionWatcher) -> TrainResult:
+    """The controller with the trainer's actions, from ``start_step`` to the end (or to a
+    SIGTERM), then the final save, evaluation and outputs."""
+    cfg, trainer, chief = run.cfg, run.trainer, run.plan.is_chief
+    logs = RunLogs(run.work_dir, start_step)
+    progress = Progress(total_steps, chief)
+    train_log = TrainLog(trainer, run.schedule, progress, logs, run.num_train, start_step)
+    actions = [AfterEveryLoop(FiniteLoss(trainer, cfg)),
+               Every(cfg.run.log_every, train_log, at_end=True),
+               OnPreemption(SaveOnStop(run.checkpointer, progress, chief)),
+               Every(cfg.run.eval_every, Evaluation(trainer, logs, progress, run.num_train,
+                                                    chief)),
+               Every(cfg.run.checkpoint_every, run.checkpointer)]
+    trainer.open_train_data(run.seed, start_step)
+    state = Controller(trainer, actions, start_step=start_step, total_steps=total_steps,
+                       preemption=watcher).run()
+    if state.stopped:
+        logs.train.flush()
+        return TrainResult({**run.base_metrics, "step": state.step, "stopped": True},
+                           trainer.model)
     progress.newline()
-    if step > start_step or not manager.latest_checkpoint:
-        save()
-    eval_results = evaluate()
-    epoch = step * global_batch / num_train
-    _log_eval(eval_writer, csv_log, step, epoch, eval_results)
-    writer.flush()
-    eval_writer.flush()
-    steady_ips = steady_images / steady_time if steady_time > 0 else None
-    metrics = {**base_metrics, "step": step, "epoch": epoch, "train_loss": last_loss,
-               "train_top1": last_top1, **eval_results, "train_images_per_sec": steady_ips,
-               "learning_rate": schedule.value(step), "data_seed": seed,
-               "train_error": error(last_top1), "eval_error": error(eval_results["eval_top1"]),
-               "history": read_history(work_dir / "log.csv")}
+    if state.step > start_step or not run.checkpointer.manager.latest_checkpoint:
+        run.checkpointer.save(state.step)
+    eval_results = trainer.evaluate()
+    epoch = state.step * cfg.optim.batch_size / run.num_train
+    logs.log_eval(state.step, epoch, eval_results)
+    logs.flush()
+    steady_ips = (state.steady_steps * cfg.optim.batch_size / state.steady_seconds
+                  if state.steady_seconds > 0 else None)
+    metrics = {**run.base_metrics, "step": state.step, "epoch": epoch, **train_log.last,
+               **eval_results, "train_images_per_sec": steady_ips,
+               "learning_rate": run.schedule.value(state.step), "data_seed": run.seed,
+               "train_error": error(train_log.last["train_top1"]),
+               "eval_error": error(eval_results["eval_top1"]),
+               "history": read_history(run.work_dir / "log.csv")}
     if chief:
-        final = float32_copy(model, cfg.model, input_size=cfg.input_size,
-                             classes=source.num_classes, preprocessing=cfg.preprocessing,
-                             model_kwargs=cfg.architecture)
-        save_model_atomic(final, model_dir / "model.keras")
-        atomic_write_json(model_dir / "labels.json", {
-            "labels": source.labels, "input_size": cfg.input_size,
-            "preprocessing": f"input: RGB float32 0..255 NHWC {cfg.input_size}x{cfg.input_size}; "
-                             f"in the model: {PREPROCESSING[cfg.preprocessing]}; "
-                             "output: softmax probabilities"})
-        atomic_write_json(model_dir / "metrics.json", metrics)
-    _print(f"step {step}: eval top-1 {eval_results['eval_top1']:.4f} top-5 "
-           f"{eval_results['eval_top5']:.4f} ({eval_results['eval_examples']} images); "
-           f"{steady_ips or 0:.1f} img/s; wrote {model_dir / 'model.keras'}", chief)
-    return TrainResult(metrics, model)
+        _write_outputs(cfg, trainer, metrics)
+    say(f"step {state.step}: eval top-1 {eval_results['eval_top1']:.4f} top-5 "
+        f"{eval_results['eval_top5']:.4f} ({eval_results['eval_examples']} images); "
+        f"{steady_ips or 0:.1f} img/s; wrote {Path(cfg.output.model_dir) / 'model.keras'}",
+        chief)
+    return TrainResult(metrics, trainer.model)
 
 
-def _log_eval(writer: Any, csv_log: CsvLog, step: int, epoch: float, results: dict[str, Any]) -> None:
-
-    with writer.as_default(step=step):
-        _scalar("loss", results["eval_loss"])
-        _scalar("top1", results["eval_top1"])
-        _scalar("top5", results["eval_top5"])
-        _scalar("error", error(results["eval_top1"]))
-    csv_log.append({"step": step, "epoch": round(epoch, 4), **results,
-                    "eval_error": error(results["eval_top1"])})
-
-
-def _scalar(name: str, value: float, step: int | None = None) -> None:
-    """A TensorBoard scalar through ``tf.summary.write`` (no ``tensorboard`` package needed)."""
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata()
-    metadata.plugin_data.plugin_name = "scalars"
-    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
-
-
-def _next_multiple(step: int, every: int) -> int:
-    return (step // every + 1) * every
+def _write_outputs(cfg: TrainConfig, trainer: Trainer, metrics: dict[str, Any]) -> None:
+    """``model.keras`` (float32, softmax out), ``labels.json`` and ``metrics.json``."""
+    model_dir, size, source = Path(cfg.output.model_dir), cfg.model.input_size, trainer.inputs.source
+    final = float32_copy(trainer.model, cfg.model.name, input_size=size,
+                         classes=source.num_classes, preprocessing=cfg.model.preprocessing,
+                         model_kwargs=cfg.model.architecture)
+    save_model_atomic(final, model_dir / "model.keras")
+    atomic_write_json(model_dir / "labels.json", {
+        "labels": source.labels, "input_size": size,
+        "preprocessing": f"input: RGB float32 0..255 NHWC {size}x{size}; "
+                         f"in the model: {PREPROCESSING[cfg.model.preprocessing]}; "
+                         "output: softmax probabilities"})
+    atomic_write_json(model_dir / "metrics.json", metrics)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from keras_resnet.training import cli, data, loop
+from keras_resnet.training import cli, data, trainer
 from keras_resnet.training.checkpoints import check_model_dir
-from keras_resnet.training.config import resolve_config
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.model import build_model
 from keras_resnet.training.responses import response_probe, response_stds
@@ -21,15 +20,15 @@ def _config(*flags: str, model: str = "resnet20"):
     args = cli.build_train_parser().parse_args(["--model", model, "--model-dir", "/tmp/unused",
                                                 *flags])
     family = "cifar" if model.startswith("resnet") and int(model[6:]) % 6 == 2 else "imagenet"
-    return resolve_config(args, family)
+    return cli.config_from_args(args, family)
 
 
 def _network(*flags: str):
     cfg = _config(*flags)
-    model = build_model(cfg.model, input_size=8, classes=10, preprocessing="per_pixel_mean",
+    model = build_model(cfg.model.name, input_size=8, classes=10, preprocessing="per_pixel_mean",
                         pixel_mean=np.zeros(8 * 8 * 3, np.float32),
                         channel_std=np.ones(3, np.float32), zero_init_residual=False,
-                        softmax=True, model_kwargs=cfg.architecture)
+                        softmax=True, model_kwargs=cfg.model.architecture)
     import keras
 
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
@@ -58,11 +57,11 @@ def test_plain_and_shortcut_options_are_section_3_3() -> None:
 def test_network_options_are_recorded_and_part_of_the_identity(tmp_path: Path) -> None:
     cfg = _config("--variant", "v1.5", "--groups", "32", "--width-per-group", "4",
                   "--drop-path-rate", "0.1", "--zero-init-residual", model="resnet50")
-    assert cfg.architecture == {"residual": True, "shortcut": "B", "variant": "v1.5",
+    assert cfg.model.architecture == {"residual": True, "shortcut": "B", "variant": "v1.5",
                                 "drop_path_rate": 0.1, "widen_factor": 1, "groups": 32,
                                 "width_per_group": 4}
-    assert cfg.zero_init_residual and "architecture" in cfg.identity()
-    assert _config("--model", "wide_resnet28_10", model="wide_resnet28_10").architecture[
+    assert cfg.model.zero_init_residual and "architecture" in cfg.identity()
+    assert _config("--model", "wide_resnet28_10", model="wide_resnet28_10").model.architecture[
         "widen_factor"] == 10
     plain = _config("--plain")
     (tmp_path / "model.keras").write_bytes(b"")
@@ -89,7 +88,7 @@ def test_bad_network_flags(tmp_path: Path, capsys, monkeypatch, flags: list[str]
     def forbidden(*args, **kwargs):
         raise AssertionError("heavy work started before validation")
 
-    monkeypatch.setattr(loop, "build_model", forbidden)
+    monkeypatch.setattr(trainer, "build_model", forbidden)
     monkeypatch.setattr(data, "load_digits_arrays", forbidden)
     code = cli.train_main(["--model", "resnet20", "--steps", "2", "--model-dir",
                            str(tmp_path / "run"), *flags])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from keras_resnet.training import cli, data, loop
+from keras_resnet.training import cli, data, loop, trainer
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def no_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args, **kwargs):
         raise AssertionError("heavy work started before validation")
 
-    monkeypatch.setattr(loop, "build_model", forbidden)
+    monkeypatch.setattr(trainer, "build_model", forbidden)
     monkeypatch.setattr(loop, "create_strategy", forbidden)
     monkeypatch.setattr(data, "load_digits_arrays", forbidden)
     monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -106,7 +106,7 @@ def test_model_dir_of_a_different_run(tmp_path: Path, capsys, th, monkeypatch) -
     assert done.returncode == 0, done.stderr
     before = _digest(run)
     assert "model.keras" in before and "checkpoints/ckpt-2.index" in before
-    monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("model built"))
+    monkeypatch.setattr(trainer, "build_model", lambda *a, **k: pytest.fail("model built"))
     base = [*th.TINY, "--steps", "2", "--model-dir", str(run)]
     _fails(capsys, [*base, "--model", "resnet32"],
            "holds a different run (model: 'resnet20' there, 'resnet32' now)")

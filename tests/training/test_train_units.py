@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 from keras_resnet.training import precision, recipes, strategy
-from keras_resnet.training.cli import build_train_parser
-from keras_resnet.training.config import resolve_config
+from keras_resnet.training.cli import build_train_parser, config_from_args
 from keras_resnet.training.errors import UsageError
 
 
 def _config(*flags: str, family: str = "cifar"):
     args = build_train_parser().parse_args(["--model-dir", "/tmp/unused", *flags])
-    return resolve_config(args, family)
+    return config_from_args(args, family)
 
 
 def test_recipes_are_versioned_json() -> None:
@@ -26,14 +25,16 @@ def test_recipes_are_versioned_json() -> None:
 
 def test_cifar_recipe_is_section_4_2() -> None:
     cfg = _config("--model", "resnet56")
-    assert (cfg.batch_size, cfg.learning_rate, cfg.weight_decay, cfg.steps) == (128, 0.1, 1e-4, 64000)
-    assert cfg.optimizer["momentum"] == 0.9 and cfg.augmentation == {"type": "pad_crop_flip", "pad": 4}
+    assert (cfg.optim.batch_size, cfg.learning_rate, cfg.optim.weight_decay, cfg.run.steps) == (
+        128, 0.1, 1e-4, 64000)
+    assert (cfg.optim.optimizer["momentum"] == 0.9
+            and cfg.data.augmentation == {"type": "pad_crop_flip", "pad": 4})
     sched = cfg.make_schedule(64000)
     assert sched.value(0) == pytest.approx(0.1)
     assert sched.value(31999) == pytest.approx(0.1)
     assert sched.value(32000) == pytest.approx(0.01)
     assert sched.value(48000) == pytest.approx(0.001)
-    assert cfg.warmup is None  # the 0.01 warm-up is for ResNet-110 only
+    assert cfg.schedule.warmup is None  # the 0.01 warm-up is for ResNet-110 only
 
 
 def test_resnet110_warmup_and_linear_scaling() -> None:
@@ -51,13 +52,14 @@ def test_short_runs_keep_boundary_fractions() -> None:
 
 def test_imagenet_and_modern_recipes() -> None:
     cfg = _config("--model", "resnet50", family="imagenet")
-    assert cfg.recipe == "imagenet" and cfg.batch_size == 256 and cfg.input_size == 224
-    assert cfg.augmentation["min_side"] == 256 and cfg.augmentation["max_side"] == 480
-    assert cfg.augmentation["color"] == {"type": "pca_lighting", "std": 0.1}  # sec. 3.4
+    assert cfg.recipe == "imagenet" and cfg.optim.batch_size == 256 and cfg.model.input_size == 224
+    aug = cfg.data.augmentation
+    assert aug["min_side"] == 256 and aug["max_side"] == 480
+    assert aug["color"] == {"type": "pca_lighting", "std": 0.1}  # sec. 3.4
     modern = _config("--model", "resnet50", "--recipe", "modern", "--steps", "1000",
                      family="imagenet")
-    assert modern.label_smoothing == 0.1 and modern.zero_init_residual
-    assert not modern.decay_norm_and_bias
+    assert modern.optim.label_smoothing == 0.1 and modern.model.zero_init_residual
+    assert not modern.optim.decay_norm_and_bias
     sched = modern.make_schedule(1000)
     assert sched.value(0) == pytest.approx(0.1 / 50)  # linear warm-up over 5 %
     assert sched.value(49) == pytest.approx(0.1)
@@ -68,8 +70,8 @@ def test_imagenet_and_modern_recipes() -> None:
 def test_flags_override_recipe() -> None:
     cfg = _config("--model", "resnet20", "--learning-rate", "0.2", "--weight-decay", "0",
                   "--label-smoothing", "0.2", "--epochs", "3")
-    assert cfg.learning_rate == pytest.approx(0.2) and cfg.weight_decay == 0
-    assert cfg.steps is None and cfg.total_steps(1280) == 30
+    assert cfg.learning_rate == pytest.approx(0.2) and cfg.optim.weight_decay == 0
+    assert cfg.run.steps is None and cfg.total_steps(1280) == 30
     with pytest.raises(UsageError, match="--label-smoothing must be below 1"):
         _config("--model", "resnet20", "--label-smoothing", "1")
 
@@ -130,13 +132,13 @@ def test_exported_model_bakes_in_preprocessing(tmp_path) -> None:
 
 def test_modern_decays_kernels_only() -> None:
     import keras
-    from keras_resnet.training.loop import _decayed_variables
+    from keras_resnet.training.trainer import decayed_variables
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, use_bias=True, name="conv")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.Dense(2, name="fc")(keras.layers.Flatten(name="flat")(x))
     model = keras.Model(inputs, x)
-    kernels = _decayed_variables(model, decay_norm_and_bias=False)
+    kernels = decayed_variables(model, decay_norm_and_bias=False)
     assert sorted(v.path for v in kernels) == ["conv/kernel", "fc/kernel"]
-    assert len(_decayed_variables(model, decay_norm_and_bias=True)) == 6
+    assert len(decayed_variables(model, decay_norm_and_bias=True)) == 6

@@ -120,12 +120,12 @@ def _intervals(args: argparse.Namespace, first: RunSpec, out: Path,
     from keras_resnet.training.experiments.runner import resolve_run
 
     cfg = resolve_run(first, first.trainer_argv(out, common))
-    if args.experiment == "responses" and cfg.architecture["variant"] == "v2":
+    if args.experiment == "responses" and cfg.model.architecture["variant"] == "v2":
         raise UsageError("--variant v2 has no batch norm after its 3x3 convolutions; the "
                          "responses of Figure 7 need v1 or v1.5 nets")
     # Opening the source checks that the dataset is there (tfds: cheaply) before any run.
-    source = data.open_source(cfg.dataset, input_size=cfg.input_size, data_dir=cfg.data_dir,
-                              download=cfg.download)
+    source = data.open_source(cfg.data.dataset, input_size=cfg.model.input_size,
+                              data_dir=cfg.data.data_dir, download=cfg.data.download)
     total = cfg.total_steps(source.shard_size("train", 0, 1, None))
     return (args.log_every or max(1, total // 100), args.eval_every or max(1, total // 20))
 

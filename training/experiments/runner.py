@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_resnet.training.checkpoints import check_model_dir
-from keras_resnet.training.config import TrainConfig, resolve_config
+from keras_resnet.training.config import TrainConfig
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.experiments.plan import RunSpec
 from keras_resnet.training.outputs import atomic_write_json, read_json
@@ -49,20 +49,20 @@ def _recorded_argv(argv: list[str]) -> list[str]:
 def resolve_run(spec: RunSpec, argv: list[str]) -> TrainConfig:
     """The run's training configuration, as ``keras-resnet-train`` resolves ``argv``."""
     from keras_resnet.training import data
-    from keras_resnet.training.cli import build_train_parser
+    from keras_resnet.training.cli import build_train_parser, config_from_args
 
     import keras_resnet
 
     args = build_train_parser().parse_args(argv)
-    cfg = resolve_config(args, keras_resnet.model_info(spec.model)["family"])
-    data.check_dataset_name(cfg.dataset)
+    cfg = config_from_args(args, keras_resnet.model_info(spec.model)["family"])
+    data.check_dataset_name(cfg.data.dataset)
     return cfg
 
 
 def validate_run(spec: RunSpec, argv: list[str]) -> TrainConfig:
     """Everything ``keras-resnet-train`` checks before heavy work, for one run."""
     cfg = resolve_run(spec, argv)
-    check_model_dir(Path(cfg.model_dir), cfg.identity())
+    check_model_dir(Path(cfg.output.model_dir), cfg.identity())
     return cfg
 
 
