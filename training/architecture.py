@@ -27,7 +27,7 @@ def add_architecture_flags(parser: argparse.ArgumentParser) -> None:
     ``--[no-]zero-init-residual``, ``--widen-factor``, ``--groups``, ``--width-per-group``."""
     g = parser.add_argument_group("network (keras_resnet builder options; default: the "
                                   "registry's model as is)")
-    g.add_argument("--plain", action="store_true",
+    g.add_argument("--plain", action="store_true", default=None,
                    help="the plain counterpart: no shortcuts (residual=False, Figure 3 middle)")
     g.add_argument("--shortcut", choices=("A", "B", "C"),
                    help="A zero-padded identity, B projection where dimensions grow, C "
