@@ -267,4 +267,4 @@ def experiment_main(argv: Sequence[str] | None = None) -> int:
     """Console script ``keras-resnet-experiment``."""
     from keras_resnet.training.cli import _main
 
-    return _main(run_experiment, argv)
+    return _main(run_experiment, argv, "keras-resnet-experiment")
