@@ -34,12 +34,12 @@ OWNED_FLAGS = ("--model", "--model-dir", "--seed", "--plain", "--dataset",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keras_resnet.training.cli import _Parser
+    from keras_resnet.console import Parser
 
-    p = _Parser(prog="keras-resnet-experiment",
-                description="Run one of the paper's experiments as keras-resnet-train runs in "
-                            "OUT/<run>/, then write results.{csv,json,md} and figures. Flags "
-                            "after -- go to every keras-resnet-train run.")
+    p = Parser(prog="keras-resnet-experiment",
+               description="Run one of the paper's experiments as keras-resnet-train runs in "
+                           "OUT/<run>/, then write results.{csv,json,md} and figures. Flags "
+                           "after -- go to every keras-resnet-train run.")
     p.add_argument("experiment", choices=EXPERIMENTS)
     p.add_argument("--out", required=True, help="experiment folder (runs, results, figures)")
     p.add_argument("--dataset", default="cifar10", help="any keras-resnet-train --dataset")
