@@ -12,7 +12,8 @@ import numpy as np
 from keras_resnet.console import text_table
 
 from .errors import UsageError
-from .manifest import FORMATS, read_manifest, resolve_inside
+from .formats import FORMATS
+from .manifest import read_manifest, resolve_inside
 
 #: Largest ``--batch`` (its random inputs are held in memory) and ``--runs``.
 MAX_BATCH = 1024

@@ -25,10 +25,9 @@ from keras_resnet.console import (
 )
 
 from .errors import VerificationFailed
+from .formats import FORMATS, quantize_help
 from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
-from .targets import TARGETS
-
-QUANTIZE_HELP = "float16,dynamic,int8 (TFLite gets all; ONNX gets int8)"
+from .targets import INT8_IO_TYPES, TARGETS
 
 
 def _quiet_runtimes() -> None:
@@ -74,9 +73,9 @@ def export_parser() -> argparse.ArgumentParser:
                    help="what the files are for: " + "; ".join(
                        f"{name}: {row.summary}" for name, row in TARGETS.items()))
     p.add_argument("--formats", type=_csv, default=None,
-                   help="comma list of saved_model,tflite,onnx (default: the target's)")
+                   help=f"comma list of {','.join(FORMATS)} (default: the target's)")
     p.add_argument("--quantize", type=_csv, default=None,
-                   help=f"extra precisions: {QUANTIZE_HELP} (default: the target's)")
+                   help=f"extra precisions: {quantize_help()} (default: the target's)")
     p.add_argument("--calibration", metavar="SOURCE", help="int8 calibration set: digits | "
                    "tfds:NAME[:SPLIT] | folder:PATH | synthetic")
     p.add_argument("--data", metavar="SOURCE", help="evaluation set for parity and int8 "
@@ -94,7 +93,7 @@ def export_parser() -> argparse.ArgumentParser:
                    help="static batch N in every file (default: dynamic; npu: 1)")
     p.add_argument("--static", action="store_true", help="static shapes: --batch 1 unless "
                    "--batch is given")
-    p.add_argument("--int8-io", choices=["int8", "uint8"], default="int8",
+    p.add_argument("--int8-io", choices=list(INT8_IO_TYPES), default="int8",
                    help="input and output type of the TFLite int8 file (default int8)")
     p.add_argument("--min-agreement", type=float, default=0.98,
                    help="least top-1 agreement of int8 models with Keras (default 0.98)")

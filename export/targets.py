@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import UsageError
-from .manifest import FORMATS
+from .formats import FORMATS
 from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
 MAX_BATCH = 1024
@@ -30,7 +30,7 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "cpu": Target(FORMATS, (), DEFAULT_INT8_SCHEME, None, (),
+    "cpu": Target(tuple(FORMATS), (), DEFAULT_INT8_SCHEME, None, (),
                   "SavedModel, TFLite and ONNX for x86 and ARM CPUs (the default)"),
     "tensorrt": Target(("onnx",), ("float16", "int8"), "s8s8-sym", None,
                        (("onnx/int8", "tensorrt"),),
@@ -74,9 +74,10 @@ def check_target(options: Any) -> None:
     if name == "tensorrt" and not INT8_SCHEMES[options.int8_scheme].symmetric_activations:
         raise UsageError("--target tensorrt needs zero points 0: --onnx-int8-scheme s8s8-sym "
                          f"(got {options.int8_scheme})")
-    if name in ("gpu", "tensorrt") and "onnx" not in options.formats:
-        raise UsageError(f"--target {name} writes ONNX files; --formats "
-                         f"{','.join(options.formats)} cannot serve it")
+    if not set(row.formats) & set(options.formats):
+        raise UsageError(f"--target {name} writes "
+                         f"{' or '.join(FORMATS[f].title for f in row.formats)} files; "
+                         f"--formats {','.join(options.formats)} cannot serve it")
     if options.batch is not None and not 1 <= options.batch <= MAX_BATCH:
         raise UsageError(f"--batch must be in 1..{MAX_BATCH} (got {options.batch})")
     if name == "npu" and options.batch is None:
