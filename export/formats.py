@@ -1,9 +1,9 @@
 """The one table of export formats (and of the precisions they can hold).
 
 A row names everything the exporter knows about a format: its converter and its runtime
-runner (``module:function`` in this package, imported only when used, so reading the table
-never starts TensorFlow), the precisions it can be written in, the options it reads, its
-file names and an optional check of those options. ``export_model``, ``verify_dir``,
+runner (``module:function``, ``.module`` being in this package, imported only when used so
+that reading the table never starts TensorFlow), the precisions it can be written in, the
+options it reads, its file names and an optional check of those options. ``export_model``, ``verify_dir``,
 ``bench_dir`` and the command line loop over the rows; adding a format is one module (a
 converter and a runner) plus one row here.
 
@@ -102,14 +102,14 @@ class ExportFormat:
 FORMATS: dict[str, ExportFormat] = {
     row.name: row for row in (
         ExportFormat("saved_model", "SavedModel", ("float32",), (), "",
-                     "saved_model:write_artifact", "saved_model:open_runner",
+                     ".saved_model:write_artifact", ".saved_model:open_runner",
                      float32_name="saved_model"),
         ExportFormat("tflite", "TFLite", ("float32", "float16", "dynamic_int8", "int8"),
-                     ("int8_io",), ".tflite", "tflite:write_artifact", "tflite:open_runner"),
+                     ("int8_io",), ".tflite", ".tflite:write_artifact", ".tflite:open_runner"),
         ExportFormat("onnx", "ONNX", ("float32", "float16", "int8"),
                      ("opset", "nchw", "int8_scheme", "calibration_method"), ".onnx",
-                     "onnx_export:write_artifact", "onnx_export:open_runner",
-                     check="onnx_export:check_options", float32_name="model.onnx"),
+                     ".onnx_export:write_artifact", ".onnx_export:open_runner",
+                     check=".onnx_export:check_options", float32_name="model.onnx"),
     )
 }
 
@@ -160,5 +160,6 @@ class ExportJob:
 
 
 def _load(reference: str) -> Any:
+    """``module:name`` (``.module`` inside this package) imported on first use."""
     module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return getattr(importlib.import_module(module, __package__), name)
