@@ -1,16 +1,19 @@
 """ONNX export through tf2onnx, float16 conversion, and an onnxruntime runner (int8
-quantization: :mod:`export.onnx_int8`)."""
+quantization: :mod:`export.onnx_int8`); the ``onnx`` row's converter, runner and option
+check. It imports nothing of this package at load time: export/emulation.py loads this
+file alone on emulated CPUs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import UsageError
-from .formats import FORMATS, ExportJob, Written
+if TYPE_CHECKING:
+    from .formats import ExportJob, Written
+
 
 INPUT_NAME = "input"
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear need opset 13
@@ -104,6 +107,8 @@ class OnnxRunner:
 def check_options(options: Any) -> None:
     """The ``onnx`` row's option check: ``--opset`` within what tf2onnx and the int8
     quantizer support."""
+    from .errors import UsageError
+
     if not MIN_OPSET <= options.opset <= max_opset():
         raise UsageError(f"--opset {options.opset} out of range; tf2onnx and the int8 "
                          f"quantizer support {MIN_OPSET}..{max_opset()}")
@@ -123,6 +128,8 @@ def onnx_metadata(source: Any) -> dict[str, str]:
 def write_artifact(job: ExportJob, precision: str) -> Written:
     """The converter of the ``onnx`` row: float32 from tf2onnx, float16 and int8 from the
     float32 file (written first)."""
+    from .formats import FORMATS, Written
+
     row, options = FORMATS["onnx"], job.options
     rel = row.file_name(precision)
     path, float_path = job.staging / rel, job.staging / row.file_name("float32")

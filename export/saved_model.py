@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .formats import FORMATS, ExportJob, Written
+if TYPE_CHECKING:
+    from .formats import ExportJob, Written
+
 
 INPUT_KEY = "input"
 OUTPUT_KEY = "output"
@@ -56,6 +58,8 @@ def saved_model_dir(job: ExportJob) -> tuple[str, dict[str, Any]]:
     """The job's SavedModel (its path in the staging directory and its signature), built
     once: the ``saved_model`` artifact when that format is asked for, else a hidden
     directory that TFLite converts from and the export removes at the end."""
+    from .formats import FORMATS
+
     if "saved_model" not in job.shared:
         keep = "saved_model" in job.options.formats
         rel = FORMATS["saved_model"].file_name("float32") if keep else ".saved_model_for_tflite"
@@ -69,6 +73,8 @@ def saved_model_dir(job: ExportJob) -> tuple[str, dict[str, Any]]:
 
 def write_artifact(job: ExportJob, precision: str) -> Written:
     """The converter of the ``saved_model`` row (float32 only)."""
+    from .formats import FORMATS, Written
+
     FORMATS["saved_model"].file_name(precision)  # refuses a precision it does not have
     rel, signature = saved_model_dir(job)
     return Written(rel, {"layout": "NHWC", **signature})

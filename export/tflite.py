@@ -1,13 +1,17 @@
-"""TFLite conversion (builtin ops only) from the SavedModel, and a LiteRT runner."""
+"""TFLite conversion (builtin ops only) from the SavedModel, and a LiteRT runner; the
+``tflite`` row's converter and runner. The runtime part imports nothing of this package at
+load time: export/emulation.py loads this file alone on emulated CPUs."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .formats import FORMATS, ExportJob, Written
+if TYPE_CHECKING:
+    from .formats import ExportJob, Written
+
 
 
 def convert_tflite(saved_model_dir: Path, precision: str,
@@ -132,6 +136,7 @@ def npu_check(path: Path) -> dict[str, Any]:
 def write_artifact(job: ExportJob, precision: str) -> Written:
     """The converter of the ``tflite`` row: one precision converted from the job's
     SavedModel; the int8 file is calibrated on the job's inputs and checked for NPUs."""
+    from .formats import FORMATS, Written
     from .saved_model import saved_model_dir
 
     rel = FORMATS["tflite"].file_name(precision)

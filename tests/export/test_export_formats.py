@@ -131,3 +131,24 @@ def test_a_new_row_is_exported_verified_and_benchmarked(tmp_path: Path,
     assert not report["passed"]
     assert "unknown keras precision 'int8' in manifest; keras has float32" in \
         report["artifacts"][0]["error"]
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_every_row_module_loads_without_its_package(fmt: str) -> None:
+    """export/emulation.py runs the runners' files alone on emulated CPUs (no package)."""
+    import importlib.util
+    import sys
+
+    from keras_resnet.export import formats
+
+    module = FORMATS[fmt].runner.partition(":")[0]
+    assert module.startswith(".")
+    path = Path(formats.__file__).parent / f"{module[1:]}.py"
+    spec = importlib.util.spec_from_file_location(f"_alone_{fmt}", path)
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = loaded
+    try:
+        spec.loader.exec_module(loaded)
+    finally:
+        del sys.modules[spec.name]
+    assert callable(getattr(loaded, FORMATS[fmt].runner.partition(":")[2]))
