@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError, VerificationFailed
-from .manifest import FORMATS, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
+from .formats import FORMATS, PRECISIONS, QUANTIZE_MODES, ExportJob, format_row, quantizing_formats
+from .manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
 from .targets import TARGETS, apply_target, check_target
 from .verify import DEFAULT_MIN_AGREEMENT
 
-QUANTIZE_MODES = {"float16": "float16", "dynamic": "dynamic_int8", "int8": "int8"}
 DEFAULT_OPSET = 17
 DEFAULT_SAMPLES = 100
 PARITY_BATCH = 8
@@ -62,29 +62,14 @@ class ExportOptions:
 def validate_options(model: str, output: Path, options: ExportOptions) -> None:
     """Reject bad input before any heavy work; raises UsageError."""
     from .calibration import parse_source
-    from .onnx_export import MIN_OPSET, max_opset
 
-    if not options.formats:
-        raise UsageError("--formats is empty; choose from saved_model, tflite, onnx")
-    for fmt in options.formats:
-        if fmt not in FORMATS:
-            raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    for mode in options.quantize:
-        if mode not in QUANTIZE_MODES:
-            raise UsageError(f"unknown quantize mode {mode!r}; choose from "
-                             f"{', '.join(QUANTIZE_MODES)}")
-    quantizing_formats = {"tflite", "onnx"} & set(options.formats)
-    if options.quantize and not quantizing_formats:
-        raise UsageError("--quantize needs the tflite or onnx format")
-    if "onnx" in options.formats and not MIN_OPSET <= options.opset <= max_opset():
-        raise UsageError(f"--opset {options.opset} out of range; tf2onnx and the int8 "
-                         f"quantizer support {MIN_OPSET}..{max_opset()}")
+    _check_formats(options)
     check_target(options)
-    if options.nchw and "onnx" not in options.formats:
-        raise UsageError("--nchw applies to the onnx format only")
-    if "int8" in options.quantize and not options.calibration:
-        raise UsageError("--quantize int8 needs a calibration set: --calibration digits | "
-                         "tfds:NAME | folder:PATH | synthetic")
+    _check_unread_options(options)
+    for mode in options.quantize:
+        if PRECISIONS[QUANTIZE_MODES[mode]].calibrated and not options.calibration:
+            raise UsageError(f"--quantize {mode} needs a calibration set: --calibration "
+                             "digits | tfds:NAME | folder:PATH | synthetic")
     if options.calibration:
         parse_source(options.calibration)
     if options.data:
@@ -94,6 +79,38 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
     if options.labels and not Path(options.labels).is_file():
         raise UsageError(f"labels file {options.labels} not found")
     check_output(output, options.force, _input_paths(model, options))
+
+
+def _check_formats(options: ExportOptions) -> None:
+    """``--formats`` and ``--quantize`` against the table of formats, then each chosen
+    format's own check of its options."""
+    if not options.formats:
+        raise UsageError(f"--formats is empty; choose from {', '.join(FORMATS)}")
+    rows = [format_row(name) for name in options.formats]
+    for mode in options.quantize:
+        if mode not in QUANTIZE_MODES:
+            raise UsageError(f"unknown quantize mode {mode!r}; choose from "
+                             f"{', '.join(QUANTIZE_MODES)}")
+    if options.quantize and not any(row.name in quantizing_formats() for row in rows):
+        raise UsageError(f"--quantize needs the {' or '.join(quantizing_formats())} format")
+    for row in dict.fromkeys(rows):
+        row.check_options(options)
+
+
+#: Command-line flags of the options whose flag is not ``--`` + the field name.
+_FLAGS = {"int8_scheme": "--onnx-int8-scheme"}
+
+
+def _check_unread_options(options: ExportOptions) -> None:
+    """An option that only some formats read, given (not its target's default) while none
+    of the chosen formats reads it, is refused rather than ignored."""
+    defaults = apply_target(ExportOptions(target=options.target))
+    read = {name for fmt in options.formats for name in FORMATS[fmt].options}
+    for name in dict.fromkeys(n for row in FORMATS.values() for n in row.options):
+        if name not in read and getattr(options, name) != getattr(defaults, name):
+            owners = " or ".join(fmt for fmt, row in FORMATS.items() if name in row.options)
+            flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+            raise UsageError(f"{flag} applies to the {owners} format only")
 
 
 def _check_numbers(model: str, options: ExportOptions) -> None:
@@ -248,7 +265,7 @@ def export_model(model: str, output: str | Path, options: ExportOptions | None =
         calib, x_eval, y_eval, eval_spec = _load_data(source, options)
         manifest = _build(source, staging, options, calib, x_eval, y_eval, eval_spec, log)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -395,7 +412,7 @@ class _Recorder:
         if self.options.batch is not None:
             artifact["batch"] = self.options.batch
         runner = make_runner(self.staging, artifact, self.options.threads)
-        full = precision in ("int8", "dynamic_int8") or self.y_eval is not None
+        full = PRECISIONS[precision].by_agreement or self.y_eval is not None
         count = len(self.ref) if full else PARITY_BATCH
         out = run_batched(runner, self.x_eval[:count])
         parity = compare(self.ref[:count], out, precision, self.options.min_agreement,
@@ -431,25 +448,11 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
     """Write every artifact into ``staging`` and return the manifest (not yet written)."""
     from keras_resnet.cpu import cpu_info
 
-    from .verify import keras_predict
-
     reference_files = _write_reference(source, staging, x_eval[:PARITY_BATCH])
-    quantized = any(QUANTIZE_MODES[m] in ("int8", "dynamic_int8") for m in options.quantize)
-    # Every sample when quantized models are judged by agreement or accuracy is measured.
-    full = quantized or y_eval is not None
-    reference_count = len(x_eval) if full else min(PARITY_BATCH, len(x_eval))
-    log(f"keras: reference outputs on {reference_count} samples")
-    ref = keras_predict(source.model, x_eval[:reference_count])
-    keras_accuracy = _accuracy(ref, y_eval)
-    if keras_accuracy is not None:
-        eval_spec["keras_top1"] = keras_accuracy
-        log(f"keras: test top-1 {keras_accuracy * 100:.2f}% on {len(ref)} labelled samples")
+    ref = _reference_outputs(source, options, x_eval, y_eval, eval_spec, log)
     record = _Recorder(staging, options, ref, x_eval, y_eval, log)
-    notes = list(source.notes)
-    if "saved_model" in options.formats or "tflite" in options.formats:
-        _export_saved_model_and_tflite(source, staging, options, calib, record)
-    if "onnx" in options.formats:
-        notes += _export_onnx(source, staging, options, calib, record)
+    notes = list(source.notes) + _write_artifacts(ExportJob(source, staging, options, calib),
+                                                  record)
     passed = all(a["parity"]["passed"] for a in record.artifacts)
     batch = options.batch
     return {
@@ -476,66 +479,45 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
     }
 
 
-def _export_saved_model_and_tflite(source: Any, staging: Path, options: ExportOptions,
-                                   calib: np.ndarray | None, record: _Recorder) -> None:
-    """The SavedModel (kept when asked for) and every TFLite precision converted from it."""
-    from .saved_model import build_saved_model
+def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
+                       y_eval: np.ndarray | None, eval_spec: dict[str, Any],
+                       log: Any) -> np.ndarray:
+    """The Keras model's outputs every artifact is compared with (and its test top-1 into
+    ``eval_spec`` when the data is labelled)."""
+    from .verify import keras_predict
 
-    keep = "saved_model" in options.formats
-    sm_rel = "saved_model" if keep else ".saved_model_for_tflite"
-    t0 = time.perf_counter()
-    signature = build_saved_model(source.model, staging / sm_rel, source.input_shape,
-                                  options.batch)
-    if keep:
-        record("saved_model", "float32", sm_rel, {"layout": "NHWC", **signature},
-               time.perf_counter() - t0)
-    if "tflite" in options.formats:
-        from .tflite import convert_tflite, describe_tflite, npu_check
-
-        for precision in ["float32"] + [QUANTIZE_MODES[m] for m in options.quantize]:
-            t0 = time.perf_counter()
-            rel = f"model_{precision}.tflite"
-            (staging / rel).write_bytes(convert_tflite(
-                staging / sm_rel, precision, calib if precision == "int8" else None,
-                options.int8_io))
-            checks = {"npu": npu_check(staging / rel)} if precision == "int8" else None
-            record("tflite", precision, rel, {"layout": "NHWC", **describe_tflite(staging / rel)},
-                   time.perf_counter() - t0, checks)
-    if not keep:
-        shutil.rmtree(staging / sm_rel)
+    quantized = any(PRECISIONS[QUANTIZE_MODES[m]].by_agreement for m in options.quantize)
+    # Every sample when quantized models are judged by agreement or accuracy is measured.
+    full = quantized or y_eval is not None
+    reference_count = len(x_eval) if full else min(PARITY_BATCH, len(x_eval))
+    log(f"keras: reference outputs on {reference_count} samples")
+    ref = keras_predict(source.model, x_eval[:reference_count])
+    keras_accuracy = _accuracy(ref, y_eval)
+    if keras_accuracy is not None:
+        eval_spec["keras_top1"] = keras_accuracy
+        log(f"keras: test top-1 {keras_accuracy * 100:.2f}% on {len(ref)} labelled samples")
+    return ref
 
 
-def _export_onnx(source: Any, staging: Path, options: ExportOptions,
-                 calib: np.ndarray | None, record: _Recorder) -> list[str]:
-    """float32 ONNX from tf2onnx, then float16 and int8 from it; returns notes."""
-    from .onnx_export import convert_onnx, convert_onnx_float16, describe_onnx
-    from .onnx_int8 import int8_structure, quantize_onnx_int8, tensorrt_check
-
-    layout = "NCHW" if options.nchw else "NHWC"
-    t0 = time.perf_counter()
-    info = convert_onnx(source.model, staging / "model.onnx", source.input_shape, options.opset,
-                        options.nchw, _onnx_metadata(source), options.batch)
-    record("onnx", "float32", "model.onnx", {"layout": layout, **info}, time.perf_counter() - t0)
-    if "float16" in options.quantize:
-        t0 = time.perf_counter()
-        info = convert_onnx_float16(staging / "model.onnx", staging / "model_float16.onnx")
-        record("onnx", "float16", "model_float16.onnx", {"layout": layout, **info},
-               time.perf_counter() - t0)
-    if "int8" in options.quantize:
-        t0 = time.perf_counter()
-        path = staging / "model_int8.onnx"
-        quantize_onnx_int8(staging / "model.onnx", path,
-                           calib.transpose(0, 3, 1, 2) if options.nchw else calib,
-                           _onnx_metadata(source), options.int8_scheme,
-                           options.calibration_method, options.batch)
-        int8 = {"scheme": options.int8_scheme, "calibration_method": options.calibration_method,
-                **int8_structure(path)}
-        record("onnx", "int8", "model_int8.onnx",
-               {"layout": layout, **describe_onnx(path), "int8": int8},
-               time.perf_counter() - t0, {"tensorrt": tensorrt_check(path)})
-    skipped = [m for m in options.quantize if m not in ("int8", "float16")]
-    return ([f"--quantize {','.join(skipped)} applies to TFLite only; ONNX gets float32, "
-             "float16 and int8"] if skipped else [])
+def _write_artifacts(job: ExportJob, record: _Recorder) -> list[str]:
+    """Every precision of every chosen format, in the table's order, each converted by its
+    row's converter and recorded; returns notes on ``--quantize`` words a format skipped."""
+    notes = []
+    for name, row in FORMATS.items():
+        if name not in job.options.formats:
+            continue
+        for precision in row.written(job.options.quantize):
+            started = time.perf_counter()
+            written = row.convert(job, precision)
+            record(name, precision, written.path, written.info,
+                   time.perf_counter() - started, written.checks)
+        skipped = row.skipped(job.options.quantize)
+        if skipped and len(row.precisions) > 1:
+            notes.append(f"--quantize {','.join(skipped)} does not apply to {row.title}; "
+                         f"{row.title} gets {', '.join(row.precisions)}")
+    for path in job.scratch:
+        shutil.rmtree(path)
+    return notes
 
 
 def _probabilities(ref: np.ndarray) -> bool:
@@ -556,14 +538,3 @@ def _write_reference(source: Any, staging: Path, parity: np.ndarray) -> dict[str
                    "bytes": size_bytes(staging / rel)}
             for name, rel in (("keras_model", "model.keras"),
                               ("parity_inputs", "parity_inputs.npy"))}
-
-
-def _onnx_metadata(source: Any) -> dict[str, str]:
-    """``metadata_props`` of the ONNX files: labels, preprocessing and input spec."""
-    h, w, c = source.input_shape
-    return {"model_name": source.name,
-            "labels": json.dumps(source.labels) if source.labels is not None else "null",
-            "preprocessing": source.preprocessing,
-            "preprocessing_in_model": str(source.preprocessing_in_model).lower(),
-            "input_shape_nhwc": json.dumps([None, h, w, c]),
-            "producer": "keras-resnet export"}

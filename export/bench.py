@@ -12,7 +12,8 @@ import numpy as np
 from keras_resnet.console import text_table
 
 from .errors import UsageError
-from .manifest import FORMATS, read_manifest, resolve_inside
+from .formats import FORMATS
+from .manifest import read_manifest, resolve_inside
 
 #: Largest ``--batch`` (its random inputs are held in memory) and ``--runs``.
 MAX_BATCH = 1024
@@ -64,18 +65,7 @@ def bench_dir(directory: str | Path, batch: int = 16, runs: int = 20, threads: i
     check_bench_arguments(batch, runs, threads)
     directory = Path(directory)
     manifest = read_manifest(directory)
-    keras_entry = manifest.get("reference", {}).get("keras_model")
-    keras_path = (resolve_inside(directory, keras_entry["path"])
-                  if include_keras and keras_entry else None)
-    for artifact in manifest["artifacts"]:
-        if artifact["format"] not in FORMATS:
-            raise UsageError(f"artifact {artifact['path']!r} has unknown format "
-                             f"{artifact['format']!r}; expected one of {', '.join(FORMATS)}")
-        if not resolve_inside(directory, artifact["path"]).exists():
-            raise UsageError(f"artifact {artifact['path']!r} is missing from {directory}; "
-                             "run keras-resnet-verify")
-    if keras_path is not None and not keras_path.is_file():
-        raise UsageError(f"reference model {keras_entry['path']!r} is missing from {directory}")
+    keras_path = _checked_files(directory, manifest, include_keras)
     import keras
 
     import keras_resnet
@@ -105,6 +95,25 @@ def bench_dir(directory: str | Path, batch: int = 16, runs: int = 20, threads: i
                      "throughput": round(batch * 1000.0 / batch_ms, 1)})
     return rows
 
+
+
+def _checked_files(directory: Path, manifest: dict[str, Any], include_keras: bool
+                   ) -> Path | None:
+    """Every artifact has a format of the table and is present; returns the reference Keras
+    model's path (None without it); raises UsageError before anything is loaded."""
+    keras_entry = manifest.get("reference", {}).get("keras_model")
+    keras_path = (resolve_inside(directory, keras_entry["path"])
+                  if include_keras and keras_entry else None)
+    for artifact in manifest["artifacts"]:
+        if artifact["format"] not in FORMATS:
+            raise UsageError(f"artifact {artifact['path']!r} has unknown format "
+                             f"{artifact['format']!r}; expected one of {', '.join(FORMATS)}")
+        if not resolve_inside(directory, artifact["path"]).exists():
+            raise UsageError(f"artifact {artifact['path']!r} is missing from {directory}; "
+                             "run keras-resnet-verify")
+    if keras_path is not None and not keras_path.is_file():
+        raise UsageError(f"reference model {keras_entry['path']!r} is missing from {directory}")
+    return keras_path
 
 def format_table(rows: list[dict[str, Any]], threads: int) -> str:
     """A fixed-width text table of ``bench_dir`` rows."""

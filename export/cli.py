@@ -24,11 +24,11 @@ from keras_resnet.console import (
     text_table,
 )
 
+from .api import ExportOptions
 from .errors import VerificationFailed
+from .formats import FORMATS, quantize_help
 from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
-from .targets import TARGETS
-
-QUANTIZE_HELP = "float16,dynamic,int8 (TFLite gets all; ONNX gets int8)"
+from .targets import INT8_IO_TYPES, TARGETS
 
 
 def _quiet_runtimes() -> None:
@@ -63,46 +63,55 @@ def _run(body: Callable[[], int], command: str) -> int:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``keras-resnet-export``."""
+    """The argument parser of ``keras-resnet-export`` (defaults: ``ExportOptions``'s)."""
+    d = ExportOptions()
     p = Parser(prog="keras-resnet-export",
                 description="Export a zoo model or a .keras file to SavedModel, TFLite and "
                             "ONNX, verifying every artifact in its own runtime.")
     p.add_argument("model", metavar="MODEL", help="zoo name (resnet50, resnet20, ...) or a "
                    ".keras file (labels.json next to it is read)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--target", choices=list(TARGETS), default="cpu",
+    p.add_argument("--target", choices=list(TARGETS), default=d.target,
                    help="what the files are for: " + "; ".join(
                        f"{name}: {row.summary}" for name, row in TARGETS.items()))
     p.add_argument("--formats", type=_csv, default=None,
-                   help="comma list of saved_model,tflite,onnx (default: the target's)")
+                   help=f"comma list of {','.join(FORMATS)} (default: the target's)")
     p.add_argument("--quantize", type=_csv, default=None,
-                   help=f"extra precisions: {QUANTIZE_HELP} (default: the target's)")
+                   help=f"extra precisions: {quantize_help()} (default: the target's)")
     p.add_argument("--calibration", metavar="SOURCE", help="int8 calibration set: digits | "
                    "tfds:NAME[:SPLIT] | folder:PATH | synthetic")
     p.add_argument("--data", metavar="SOURCE", help="evaluation set for parity and int8 "
                    "agreement (default: the calibration set, else synthetic)")
-    p.add_argument("--samples", type=int, default=100, help="images drawn from the "
-                   "calibration and evaluation sources (default 100)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--samples", type=int, default=d.samples, help="images drawn from the "
+                   f"calibration and evaluation sources (default {d.samples})")
+    p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset})")
     p.add_argument("--nchw", action="store_true", help="ONNX input in NCHW layout")
     p.add_argument("--onnx-int8-scheme", choices=list(INT8_SCHEMES), default=None,
                    help=f"int8 ONNX types (default {DEFAULT_INT8_SCHEME}: cannot saturate on "
                         "any CPU; s8s8-sym for --target tensorrt; see docs/export.md)")
-    p.add_argument("--calibration-method", choices=list(CALIBRATION_METHODS), default="minmax",
-                   help="int8 ONNX calibration (default minmax)")
+    p.add_argument("--calibration-method", choices=list(CALIBRATION_METHODS),
+                   default=d.calibration_method,
+                   help=f"int8 ONNX calibration (default {d.calibration_method})")
     p.add_argument("--batch", type=int, default=None,
                    help="static batch N in every file (default: dynamic; npu: 1)")
     p.add_argument("--static", action="store_true", help="static shapes: --batch 1 unless "
                    "--batch is given")
-    p.add_argument("--int8-io", choices=["int8", "uint8"], default="int8",
-                   help="input and output type of the TFLite int8 file (default int8)")
-    p.add_argument("--min-agreement", type=float, default=0.98,
-                   help="least top-1 agreement of int8 models with Keras (default 0.98)")
+    p.add_argument("--int8-io", choices=list(INT8_IO_TYPES), default=d.int8_io,
+                   help=f"input and output type of the TFLite int8 file (default {d.int8_io})")
+    p.add_argument("--min-agreement", type=float, default=d.min_agreement,
+                   help=f"least top-1 agreement of int8 models with Keras (default "
+                        f"{d.min_agreement})")
     p.add_argument("--labels", metavar="FILE", help="class names: JSON list or text lines")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
-    p.add_argument("--threads", type=int, default=2, help="threads for the runtimes (default 2)")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help=f"threads for the runtimes (default {d.threads})")
     p.add_argument("--json", action="store_true", help="print the manifest instead of a table")
-    zoo = p.add_argument_group("zoo models")
+    _add_zoo_arguments(p.add_argument_group("zoo models"))
+    return p
+
+
+def _add_zoo_arguments(zoo: argparse._ArgumentGroup) -> None:
+    """The options that build a zoo model (refused for a ``.keras`` file)."""
     zoo.add_argument("--weights", help="None (default), 'imagenet' or a weights file")
     zoo.add_argument("--classes", type=int, help="number of classes")
     zoo.add_argument("--input-size", type=int, help="square input size in pixels")
@@ -114,7 +123,6 @@ def export_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut type")
     zoo.add_argument("--variant", choices=["v1", "v1.5", "v2"], help="block variant")
     zoo.add_argument("--no-residual", action="store_true", help="the plain counterpart")
-    return p
 
 
 def _builder_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,7 +148,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         args = export_parser().parse_args(argv)
-        from .api import ExportOptions, export_model
+        from .api import export_model
 
         options = ExportOptions(
             formats=args.formats, quantize=args.quantize, calibration=args.calibration,

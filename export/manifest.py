@@ -1,4 +1,4 @@
-"""DIR/manifest.json: reading, writing, hashing and tool versions."""
+"""DIR/manifest.json: reading and checking it, hashing, tool versions."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from .errors import UsageError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
-FORMATS = ("saved_model", "tflite", "onnx")
-PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
 
 _TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy",
           "keras-resnet")
@@ -54,13 +52,6 @@ def tool_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[tool] = "not installed"
     return versions
-
-
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
-    """Write ``manifest.json`` into ``directory``."""
-    path = Path(directory) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    return path
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

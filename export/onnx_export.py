@@ -1,15 +1,24 @@
 """ONNX export through tf2onnx, float16 conversion, and an onnxruntime runner (int8
-quantization: :mod:`export.onnx_int8`)."""
+quantization: :mod:`export.onnx_int8`); the ``onnx`` row's converter, runner and option
+check. It imports nothing of this package at load time: export/emulation.py loads this
+file alone on emulated CPUs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from .formats import ExportJob, Written
+
+
 INPUT_NAME = "input"
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear need opset 13
+
+
 def max_opset() -> int:
     """The highest opset both tf2onnx and onnxruntime support."""
     from tf2onnx import constants
@@ -93,3 +102,56 @@ class OnnxRunner:
         if self._nchw:
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         return self._session.run(None, {self._input: np.asarray(x, np.float32)})[0]
+
+
+def check_options(options: Any) -> None:
+    """The ``onnx`` row's option check: ``--opset`` within what tf2onnx and the int8
+    quantizer support."""
+    from .errors import UsageError
+
+    if not MIN_OPSET <= options.opset <= max_opset():
+        raise UsageError(f"--opset {options.opset} out of range; tf2onnx and the int8 "
+                         f"quantizer support {MIN_OPSET}..{max_opset()}")
+
+
+def onnx_metadata(source: Any) -> dict[str, str]:
+    """``metadata_props`` of the ONNX files: labels, preprocessing and input spec."""
+    h, w, c = source.input_shape
+    return {"model_name": source.name,
+            "labels": json.dumps(source.labels) if source.labels is not None else "null",
+            "preprocessing": source.preprocessing,
+            "preprocessing_in_model": str(source.preprocessing_in_model).lower(),
+            "input_shape_nhwc": json.dumps([None, h, w, c]),
+            "producer": "keras-resnet export"}
+
+
+def write_artifact(job: ExportJob, precision: str) -> Written:
+    """The converter of the ``onnx`` row: float32 from tf2onnx, float16 and int8 from the
+    float32 file (written first)."""
+    from .formats import FORMATS, Written
+
+    row, options = FORMATS["onnx"], job.options
+    rel = row.file_name(precision)
+    path, float_path = job.staging / rel, job.staging / row.file_name("float32")
+    layout = {"layout": "NCHW" if options.nchw else "NHWC"}
+    if precision == "float32":
+        info = convert_onnx(job.source.model, path, job.source.input_shape, options.opset,
+                            options.nchw, onnx_metadata(job.source), options.batch)
+        return Written(rel, {**layout, **info})
+    if precision == "float16":
+        return Written(rel, {**layout, **convert_onnx_float16(float_path, path)})
+    from .onnx_int8 import int8_structure, quantize_onnx_int8, tensorrt_check
+
+    quantize_onnx_int8(float_path, path,
+                       job.calib.transpose(0, 3, 1, 2) if options.nchw else job.calib,
+                       onnx_metadata(job.source), options.int8_scheme,
+                       options.calibration_method, options.batch)
+    int8 = {"scheme": options.int8_scheme, "calibration_method": options.calibration_method,
+            **int8_structure(path)}
+    return Written(rel, {**layout, **describe_onnx(path), "int8": int8},
+                   {"tensorrt": tensorrt_check(path)})
+
+
+def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> OnnxRunner:
+    """The runner of the ``onnx`` row (NCHW files are fed transposed inputs)."""
+    return OnnxRunner(path, threads, nchw=artifact.get("layout") == "NCHW")

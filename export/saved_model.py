@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .formats import ExportJob, Written
+
 
 INPUT_KEY = "input"
 OUTPUT_KEY = "output"
@@ -48,3 +52,34 @@ class SavedModelRunner:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self._fn(**{INPUT_KEY: self._tf.constant(x, self._tf.float32)})
         return out[OUTPUT_KEY].numpy()
+
+
+def saved_model_dir(job: ExportJob) -> tuple[str, dict[str, Any]]:
+    """The job's SavedModel (its path in the staging directory and its signature), built
+    once: the ``saved_model`` artifact when that format is asked for, else a hidden
+    directory that TFLite converts from and the export removes at the end."""
+    from .formats import FORMATS
+
+    if "saved_model" not in job.shared:
+        keep = "saved_model" in job.options.formats
+        rel = FORMATS["saved_model"].file_name("float32") if keep else ".saved_model_for_tflite"
+        signature = build_saved_model(job.source.model, job.staging / rel,
+                                      job.source.input_shape, job.options.batch)
+        if not keep:
+            job.scratch.append(job.staging / rel)
+        job.shared["saved_model"] = (rel, signature)
+    return job.shared["saved_model"]
+
+
+def write_artifact(job: ExportJob, precision: str) -> Written:
+    """The converter of the ``saved_model`` row (float32 only)."""
+    from .formats import FORMATS, Written
+
+    FORMATS["saved_model"].file_name(precision)  # refuses a precision it does not have
+    rel, signature = saved_model_dir(job)
+    return Written(rel, {"layout": "NHWC", **signature})
+
+
+def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> SavedModelRunner:
+    """The runner of the ``saved_model`` row."""
+    return SavedModelRunner(path, threads)

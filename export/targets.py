@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import UsageError
-from .manifest import FORMATS
+from .formats import FORMATS
 from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
 MAX_BATCH = 1024
@@ -20,7 +20,8 @@ INT8_IO_TYPES = ("int8", "uint8")
 class Target:
     """One row of TARGETS."""
 
-    formats: tuple[str, ...]
+    #: The formats it writes; None: every row of the table of formats.
+    formats: tuple[str, ...] | None
     quantize: tuple[str, ...]
     int8_scheme: str
     batch: int | None
@@ -30,8 +31,9 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "cpu": Target(FORMATS, (), DEFAULT_INT8_SCHEME, None, (),
-                  "SavedModel, TFLite and ONNX for x86 and ARM CPUs (the default)"),
+    "cpu": Target(None, (), DEFAULT_INT8_SCHEME, None, (),
+                  "every format (SavedModel, TFLite, ONNX, ...) for x86 and ARM CPUs "
+                  "(the default)"),
     "tensorrt": Target(("onnx",), ("float16", "int8"), "s8s8-sym", None,
                        (("onnx/int8", "tensorrt"),),
                        "ONNX float32, float16 and int8 with symmetric Q/DQ (zero points 0) "
@@ -52,7 +54,7 @@ def apply_target(options: Any) -> Any:
     batch = options.batch if options.batch is not None else (1 if options.static else row.batch)
     return replace(
         options,
-        formats=list(row.formats) if options.formats is None else options.formats,
+        formats=list(row.formats or FORMATS) if options.formats is None else options.formats,
         quantize=list(row.quantize) if options.quantize is None else options.quantize,
         int8_scheme=row.int8_scheme if options.int8_scheme is None else options.int8_scheme,
         batch=batch)
@@ -74,9 +76,10 @@ def check_target(options: Any) -> None:
     if name == "tensorrt" and not INT8_SCHEMES[options.int8_scheme].symmetric_activations:
         raise UsageError("--target tensorrt needs zero points 0: --onnx-int8-scheme s8s8-sym "
                          f"(got {options.int8_scheme})")
-    if name in ("gpu", "tensorrt") and "onnx" not in options.formats:
-        raise UsageError(f"--target {name} writes ONNX files; --formats "
-                         f"{','.join(options.formats)} cannot serve it")
+    if row.formats is not None and not set(row.formats) & set(options.formats):
+        raise UsageError(f"--target {name} writes "
+                         f"{' or '.join(FORMATS[f].title for f in row.formats)} files; "
+                         f"--formats {','.join(options.formats)} cannot serve it")
     if options.batch is not None and not 1 <= options.batch <= MAX_BATCH:
         raise UsageError(f"--batch must be in 1..{MAX_BATCH} (got {options.batch})")
     if name == "npu" and options.batch is None:

@@ -1,13 +1,17 @@
-"""TFLite conversion (builtin ops only) from the SavedModel, and a LiteRT runner."""
+"""TFLite conversion (builtin ops only) from the SavedModel, and a LiteRT runner; the
+``tflite`` row's converter and runner. The runtime part imports nothing of this package at
+load time: export/emulation.py loads this file alone on emulated CPUs."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-TFLITE_PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+if TYPE_CHECKING:
+    from .formats import ExportJob, Written
+
 
 
 def convert_tflite(saved_model_dir: Path, precision: str,
@@ -127,3 +131,24 @@ def npu_check(path: Path) -> dict[str, Any]:
                                 f"{tensor['name']!r} is {np.dtype(tensor['dtype']).name}")
     return {"passed": not problems, "problems": problems,
             "rules": "every tensor shape static; every op's tensors integer"}
+
+
+def write_artifact(job: ExportJob, precision: str) -> Written:
+    """The converter of the ``tflite`` row: one precision converted from the job's
+    SavedModel; the int8 file is calibrated on the job's inputs and checked for NPUs."""
+    from .formats import FORMATS, Written
+    from .saved_model import saved_model_dir
+
+    rel = FORMATS["tflite"].file_name(precision)
+    path = job.staging / rel
+    saved_model, _ = saved_model_dir(job)
+    path.write_bytes(convert_tflite(job.staging / saved_model, precision,
+                                    job.calib if precision == "int8" else None,
+                                    job.options.int8_io))
+    checks = {"npu": npu_check(path)} if precision == "int8" else None
+    return Written(rel, {"layout": "NHWC", **describe_tflite(path)}, checks)
+
+
+def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> TFLiteRunner:
+    """The runner of the ``tflite`` row."""
+    return TFLiteRunner(path, threads)

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
+from .formats import FORMATS, PRECISIONS
 from .manifest import read_manifest, resolve_inside, sha256_path
 
 #: Largest allowed max-absolute-difference of output probabilities, by precision.
 MAX_ABS_DIFF = {"float32": 1e-4, "float16": 1e-2}
 #: Precisions judged by top-1 agreement with the Keras model instead.
-AGREEMENT_PRECISIONS = ("dynamic_int8", "int8")
+AGREEMENT_PRECISIONS = tuple(name for name, p in PRECISIONS.items() if p.by_agreement)
 DEFAULT_MIN_AGREEMENT = 0.98
 
 
@@ -86,20 +87,12 @@ class StaticBatch:
 
 
 def _runtime_runner(directory: Path, artifact: dict[str, Any], threads: int | None) -> Any:
+    """The runner its format's row names, for the file the artifact names."""
     path = resolve_inside(Path(directory), artifact["path"])
-    if artifact["format"] == "saved_model":
-        from .saved_model import SavedModelRunner
-
-        return SavedModelRunner(path, threads)
-    if artifact["format"] == "tflite":
-        from .tflite import TFLiteRunner
-
-        return TFLiteRunner(path, threads)
-    if artifact["format"] == "onnx":
-        from .onnx_export import OnnxRunner
-
-        return OnnxRunner(path, threads, nchw=artifact.get("layout") == "NCHW")
-    raise UsageError(f"unknown artifact format {artifact['format']!r} in manifest")
+    row = FORMATS.get(artifact["format"])
+    if row is None:
+        raise UsageError(f"unknown artifact format {artifact['format']!r} in manifest")
+    return row.open_runner(path, threads, artifact)
 
 
 def run_batched(fn: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
