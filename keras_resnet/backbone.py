@@ -4,6 +4,7 @@ keras.applications arguments. Every argument is checked before any layer is buil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -89,63 +90,71 @@ def _inputs(shape: tuple, input_tensor: Any):
     return inputs, inputs
 
 
-def build_network(
-    spec: NetSpec,
-    *,
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor: Any = None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int | None = None,
-    classifier_activation: str | None = "softmax",
-    name: str = "resnet",
-    shortcut: str | None = None,
-    residual: bool = True,
-    zero_init_residual: bool = False,
-    drop_path_rate: float = 0.0,
-    weights_name: str | None = None,
-    include_preprocessing: bool = False,
-) -> keras.Model:
+@dataclasses.dataclass(frozen=True)
+class NetworkArgs:
+    """What :func:`build_network` builds besides the spec: keras.applications' arguments
+    (``weights_name`` is the keras.applications file stem) and the paper's options
+    (shortcut A/B/C, section 3.3; ``residual=False`` for the plain nets, section 4.1)."""
+
+    name: str
+    weights_name: str | None = None
+    include_top: bool = True
+    weights: str | None = None
+    input_tensor: Any = None
+    input_shape: tuple | None = None
+    pooling: str | None = None
+    classes: int | None = None
+    classifier_activation: str | None = "softmax"
+    shortcut: str | None = None
+    residual: bool = True
+    zero_init_residual: bool = False
+    drop_path_rate: float = 0.0
+    include_preprocessing: bool = False
+
+
+def build_network(spec: NetSpec, a: NetworkArgs) -> keras.Model:
     """Build ``spec`` as a functional model; see :func:`keras_resnet.build_resnet`."""
-    shortcut = spec.default_shortcut if shortcut is None else shortcut
-    _check_options(spec, shortcut, pooling, residual, drop_path_rate, classes)
-    checkpoint = None
-    if timm_weights.handles(weights):
-        timm_weights.check_argument(weights, spec=spec, model_name=name, shortcut=shortcut,
-                                    residual=residual)
-        _check_head(weights, include_top, classifier_activation)
+    shortcut = spec.default_shortcut if a.shortcut is None else a.shortcut
+    _check_options(spec, shortcut, a.pooling, a.residual, a.drop_path_rate, a.classes)
+    checkpoint, classes = None, a.classes
+    if timm_weights.handles(a.weights):
+        timm_weights.check_argument(a.weights, spec=spec, model_name=a.name, shortcut=shortcut,
+                                    residual=a.residual)
+        _check_head(a.weights, a.include_top, a.classifier_activation)
     else:
         weights_lib.check_weights_argument(
-            weights, spec=spec, weights_name=weights_name, include_top=include_top,
+            a.weights, spec=spec, weights_name=a.weights_name, include_top=a.include_top,
             classes=spec.default_classes if classes is None else classes,
-            classifier_activation=classifier_activation, shortcut=shortcut, residual=residual,
+            classifier_activation=a.classifier_activation, shortcut=shortcut,
+            residual=a.residual,
         )
-    shape = _check_input_shape(spec, input_shape, input_tensor, include_top, weights, name)
+    shape = _check_input_shape(spec, a.input_shape, a.input_tensor, a.include_top, a.weights,
+                               a.name)
     channels = shape[-1] if channel_axis() == -1 else shape[0]
-    normalise = normalisation.check(include_preprocessing, weights, spec, weights_name,
+    normalise = normalisation.check(a.include_preprocessing, a.weights, spec, a.weights_name,
                                     channels=channels)
-    if timm_weights.handles(weights):  # after every cheap check: this may download
-        checkpoint = timm_weights.open_checkpoint(weights)
-        classes = timm_weights.check_fits(checkpoint, spec=spec, model_name=name,
-                                          include_top=include_top, classes=classes,
+    if timm_weights.handles(a.weights):  # after every cheap check: this may download
+        checkpoint = timm_weights.open_checkpoint(a.weights)
+        classes = timm_weights.check_fits(checkpoint, spec=spec, model_name=a.name,
+                                          include_top=a.include_top, classes=classes,
                                           channels=channels)
-        normalise = normalisation.check(include_preprocessing, checkpoint, spec,
-                                        weights_name, channels=channels)
+        normalise = normalisation.check(a.include_preprocessing, checkpoint, spec,
+                                        a.weights_name, channels=channels)
     classes = spec.default_classes if classes is None else classes
 
-    inputs, img = _inputs(shape, input_tensor)
+    inputs, img = _inputs(shape, a.input_tensor)
     if normalise is not None:
         img = normalisation.layer(*normalise, axis=channel_axis())(img)
-    opts = blocks.BlockOptions(spec, shortcut, residual, zero_init_residual, channel_axis())
-    x = blocks.stages(blocks.stem(img, opts), opts, drop_path_rate)
-    x = _head(x, include_top, pooling, classes, classifier_activation)
+    opts = blocks.BlockOptions(spec, shortcut, a.residual, a.zero_init_residual, channel_axis())
+    x = blocks.stages(blocks.stem(img, opts), opts, a.drop_path_rate)
+    x = _head(x, a.include_top, a.pooling, classes, a.classifier_activation)
     with recursion_headroom():
-        model = keras.Model(inputs, x, name=name)
+        model = keras.Model(inputs, x, name=a.name)
     if checkpoint is not None:
-        timm_weights.load_into(model, checkpoint, include_top=include_top)
-    elif weights is not None:
-        weights_lib.load_into(model, weights, weights_name=weights_name, include_top=include_top)
+        timm_weights.load_into(model, checkpoint, include_top=a.include_top)
+    elif a.weights is not None:
+        weights_lib.load_into(model, a.weights, weights_name=a.weights_name,
+                              include_top=a.include_top)
     return model
 
 

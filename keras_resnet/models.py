@@ -13,7 +13,7 @@ from typing import Any
 import keras
 
 from . import timm_weights
-from .backbone import build_network
+from .backbone import NetworkArgs, build_network
 from .specs import FAMILIES, LAYOUTS, NetSpec, cifar_spec, imagenet_spec, with_layout
 
 
@@ -115,14 +115,14 @@ def build_resnet(
     prefix = "resnet" if residual else "plain"
     suffix = "v2" if variant == "v2" else ""
     default_name = f"{prefix}{depth}{suffix}"
-    return build_network(
-        spec, include_top=include_top, weights=weights, input_tensor=input_tensor,
+    return build_network(spec, NetworkArgs(
+        name=name or default_name, weights_name=f"resnet{depth}{suffix}",
+        include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation, name=name or default_name,
-        shortcut=shortcut, residual=residual, zero_init_residual=zero_init_residual,
-        drop_path_rate=drop_path_rate, weights_name=f"resnet{depth}{suffix}",
+        classifier_activation=classifier_activation, shortcut=shortcut, residual=residual,
+        zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate,
         include_preprocessing=include_preprocessing,
-    )
+    ))
 
 
 #: registry name -> (builder name, depth, build_resnet options). WRN-28-10 is the
