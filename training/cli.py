@@ -33,6 +33,17 @@ def add_budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, help="image side in pixels")
 
 
+def add_finetune_flags(p: argparse.ArgumentParser) -> None:
+    """``--weights`` and ``--freeze`` (see :mod:`keras_resnet.training.finetune`)."""
+    g = p.add_argument_group("fine-tuning (default recipe with --weights: finetune)")
+    g.add_argument("--weights", help="start from pretrained weights: imagenet | timm/NAME | a "
+                                     ".safetensors, .keras, .weights.h5 or .h5 file | another "
+                                     "run's model dir; loaded at a fresh start only")
+    g.add_argument("--freeze", help="what stays fixed (batch norm in inference mode): none | "
+                                    "stem | stage1..stage4 (stem and stages up to N) | backbone "
+                                    "(all but the classifier)")
+
+
 def build_train_parser() -> argparse.ArgumentParser:
     p = Parser(prog="keras-resnet-train",
                 description="Train a keras_resnet model with one tf.distribute loop "
@@ -74,6 +85,7 @@ def build_train_parser() -> argparse.ArgumentParser:
                    help="seed for weights, data order and augmentation; also makes ops "
                         "deterministic")
     add_architecture_flags(p)
+    add_finetune_flags(p)
     p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
     p.add_argument("--cache", action="store_true", help="cache the decoded dataset in memory")
     p.add_argument("--shuffle-buffer", type=int, default=10000, help="shuffle buffer size")
@@ -150,6 +162,7 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
     cfg = resolve_config(args, family)
     _check_input_size(cfg.model, cfg.input_size)
     data.check_dataset_name(cfg.dataset)
+    ref = _resolve_weights(args, cfg)  # fine-tuning: checked (and downloaded) before anything
     _configure_threads(args.threads)
     import tensorflow as tf
 
@@ -162,8 +175,14 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
         # checked (cheaply) before building anything.
         data.open_source(cfg.dataset, input_size=cfg.input_size, data_dir=cfg.data_dir,
                          download=cfg.download)
+    pretrained = None
+    if ref is not None and not prepared.resume:  # the weights are loaded at a fresh start only
+        from keras_resnet.training.finetune import load_source
+
+        pretrained = load_source(ref, model=cfg.model, architecture=cfg.architecture,
+                                 input_size=cfg.input_size)
     try:
-        result = train(cfg, prepared)
+        result = train(cfg, prepared, pretrained=pretrained)
     except tf.errors.InvalidArgumentError:
         if not cfg.dataset.startswith("folder:"):
             raise
@@ -174,6 +193,23 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
         print(json.dumps({k: result.metrics[k] for k in ("step", "eval_top1", "eval_top5",
                                                          "eval_loss", "eval_examples")}))
     return result
+
+
+def _resolve_weights(args: Any, cfg: Any) -> Any:
+    """Fine-tuning: ``--freeze`` and ``--weights`` checked, the weights' source, digest,
+    layout and normalisation put into ``cfg`` (they are part of the run's identity)."""
+    from keras_resnet.training import finetune
+
+    cfg.freeze = finetune.check_freeze(args.freeze, model=cfg.model, weights=args.weights)
+    if not args.weights:
+        return None
+    ref = finetune.resolve_weights(args.weights, model=cfg.model, input_size=cfg.input_size,
+                                   recorded=finetune.recorded_weights(cfg.model_dir))
+    finetune.check_architecture(ref, variant=args.variant, model=cfg.model)
+    cfg.weights = ref.identity()
+    cfg.architecture = {**cfg.architecture, **ref.architecture}
+    cfg.preprocessing = ref.preprocessing or cfg.preprocessing
+    return ref
 
 
 def run_train(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,9 @@ from keras_resnet.training.schedules import RecipeSchedule
 IDENTITY_FIELDS = ("model", "dataset", "input_size", "recipe", "recipe_version", "batch_size",
                    "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
                    "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
-                   "schedule", "warmup", "seed", "architecture")
+                   "schedule", "warmup", "seed", "architecture",
+                   # fine-tuning (keras_resnet.training.finetune): source and SHA-256 of --weights
+                   "weights", "freeze")
 #: Inclusive ranges of the integer flags (beyond them a run could not fit in memory or time).
 INT_RANGES = {"steps": (1, 10**9), "batch_size": (1, 2**20), "checkpoint_every": (1, 10**9),
               "keep_checkpoints": (1, 10**4), "eval_every": (0, 10**9),
@@ -71,6 +73,8 @@ class TrainConfig:
     mean_images: int = 10000
     eval_only: bool = False
     architecture: dict[str, Any] = field(default_factory=dict)  # keras_resnet builder options
+    weights: dict[str, str] | None = None  # fine-tuning: {"source", "sha256"} of --weights
+    freeze: str | None = None  # fine-tuning: --freeze (None: nothing frozen)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -155,7 +159,8 @@ def _check_flags(args: Any) -> None:
 def resolve_config(args: Any, family: str) -> TrainConfig:
     """Merge the recipe chosen by ``--recipe`` (default: ``cifar`` for CIFAR-family models,
     ``imagenet`` otherwise) with the flags in ``args`` (an argparse namespace)."""
-    recipe_name = args.recipe or ("cifar" if family == "cifar" else "imagenet")
+    default = "cifar" if family == "cifar" else "imagenet"
+    recipe_name = args.recipe or ("finetune" if getattr(args, "weights", None) else default)
     recipe = load_recipe(recipe_name)
     _check_flags(args)
     steps, epochs = args.steps, args.epochs

@@ -146,8 +146,10 @@ def _decayed_variables(model: Any, decay_norm_and_bias: bool) -> list[Any]:
     return [v for v in variables if len(v.shape) > 1]
 
 
-def train(cfg: TrainConfig, prepared: Prepared) -> TrainResult:
-    """Run (or resume) training, or evaluate with ``cfg.eval_only``; returns the metrics."""
+def train(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None) -> TrainResult:
+    """Run (or resume) training, or evaluate with ``cfg.eval_only``; returns the metrics.
+    ``pretrained`` (:class:`keras_resnet.training.finetune.Pretrained`, fresh starts only):
+    the weights to start from."""
     import keras
     import tensorflow as tf
 
@@ -174,7 +176,7 @@ def train(cfg: TrainConfig, prepared: Prepared) -> TrainResult:
     stop = _Stop()
     try:
         stop.install()
-        return _run(cfg, prepared, strategy, precision, seed, work_dir, stop)
+        return _run(cfg, prepared, strategy, precision, seed, work_dir, stop, pretrained)
     finally:
         stop.uninstall()
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -183,7 +185,7 @@ def train(cfg: TrainConfig, prepared: Prepared) -> TrainResult:
 
 
 def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, seed: int,
-         work_dir: Path, stop: _Stop) -> TrainResult:
+         work_dir: Path, stop: _Stop, pretrained: Any = None) -> TrainResult:
     import keras
     import tensorflow as tf
 
@@ -216,6 +218,8 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
             atomic_write_json(model_dir / RUN_CONFIG, run_config)
 
     pixel_mean, channel_std = stats.pixel_mean, stats.channel_std
+    if pretrained is not None:  # fine-tuning: the weights' own input normalisation
+        pixel_mean, channel_std = pretrained.statistics(cfg.input_size, pixel_mean, channel_std)
     if aug.lighting_std:
         aug = aug.with_lighting(stats.rgb_eigval, stats.rgb_eigvec)
     with strategy.scope():
@@ -223,7 +227,12 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
                             preprocessing=cfg.preprocessing, pixel_mean=pixel_mean,
                             channel_std=channel_std, zero_init_residual=cfg.zero_init_residual,
                             softmax=False, fused_batch_norm=cfg.batch_norm == "fused",
-                            model_kwargs=cfg.architecture)
+                            model_kwargs=cfg.architecture, freeze=cfg.freeze)
+        if pretrained is not None:  # fine-tuning, fresh start: weights and classifier
+            from keras_resnet.training.finetune import copy_into, freeze_summary
+
+            _print(copy_into(model, pretrained, source.labels), chief)
+            _print(freeze_summary(model, cfg.freeze), chief)
         optimizer = _make_optimizer(cfg, schedule, precision)
         optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -352,6 +361,7 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
                     "input_size": cfg.input_size, "total_steps": total_steps,
                     "batch_norm": cfg.batch_norm, "jit": cfg.jit,
                     "architecture": cfg.architecture, "zero_init_residual": cfg.zero_init_residual,
+                    "weights": cfg.weights, "freeze": cfg.freeze,
                     "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables))}
     if cfg.eval_only:
         results = evaluate()
