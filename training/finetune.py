@@ -125,7 +125,7 @@ def resolve_weights(argument: str, *, model: str, input_size: int,
         if argument == "imagenet":
             return _imagenet(model, recorded)
         if timm_weights.is_hub_name(argument):
-            return _timm(argument, None, recorded)
+            return _timm(argument, None, recorded, model)
         path = Path(os.path.expanduser(argument))
         if path.is_dir():
             return _run_dir(path, model, input_size)
@@ -161,7 +161,7 @@ def _imagenet(model: str, recorded: dict[str, str] | None) -> WeightsRef:
         raise UsageError(f"--weights imagenet: no ImageNet weights are known for {model} "
                          f"(known: {', '.join(sorted({i.model for i in pretrained.KNOWN_WEIGHTS}))}); "
                          "pass a weights file or another run's model dir")
-    return _timm(timm[0], None, recorded)
+    return _timm(timm[0], None, recorded, model)
 
 
 def _mean_std(scale, offset) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -170,16 +170,29 @@ def _mean_std(scale, offset) -> tuple[tuple[float, ...], tuple[float, ...]]:
             tuple(1.0 / s for s in scale))
 
 
-def _timm(source: str, path: Path | None, recorded: dict[str, str] | None) -> WeightsRef:
+def _check_timm_model(source: str, arch: Any, model: str) -> None:
+    """timm weights fit the zoo model of the same architecture only (cheap: by name)."""
+    from keras_resnet import timm_weights
+
+    if timm_weights.ARCHITECTURES.get(model) != (arch.depth, arch.groups, arch.width_per_group):
+        raise UsageError(f"--weights {source} hold {arch.describe()}, but --model is {model}: "
+                         f"use --model {arch.name}")
+
+
+def _timm(source: str, path: Path | None, recorded: dict[str, str] | None,
+          model: str) -> WeightsRef:
     from keras_resnet import normalisation, timm_weights
 
     layout = {"layout": "torch", "variant": "v1.5"}
+    if path is None:
+        _check_timm_model(source, timm_weights.architecture_of_name(source), model)
     if path is None and recorded and recorded.get("source") == source:
         info_affine = normalisation.affine_for(source)
         mean, std = _mean_std(*info_affine)
         return WeightsRef(source, "timm", "", recorded["sha256"], layout,
                           "per_channel_standardize", mean, std)
     ckpt = timm_weights.open_checkpoint(str(path) if path is not None else source)
+    _check_timm_model(source, ckpt.arch, model)
     mean, std = _mean_std(*normalisation.affine_for(ckpt))
     return WeightsRef(source if path is None else str(path.resolve()), "timm", ckpt.path,
                       ckpt.sha256, layout, "per_channel_standardize", mean, std)
@@ -204,7 +217,7 @@ def _file(path: Path, argument: str, model: str, input_size: int) -> WeightsRef:
     if not path.is_file():
         raise UsageError(f"--weights {argument}: no such file or model dir")
     if name.endswith(timm_weights.SAFETENSORS_SUFFIX):
-        return _timm(argument, path, None)
+        return _timm(argument, path, None, model)
     if not name.endswith(KERAS_SUFFIXES):
         raise UsageError(f"--weights {argument}: expected imagenet, timm/NAME, a .safetensors, "
                          ".keras, .weights.h5 or .h5 file, or another run's model dir")
