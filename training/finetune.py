@@ -427,7 +427,15 @@ def copy_into(target: Any, pretrained: Pretrained, labels: list[str]) -> str:
     keep = keeps_classifier(pretrained, labels)
     check_fits(pretrained.network, network, pretrained.ref.source)
     for layer in network.layers:
-        if not layer.weights or (layer.name == HEAD and not keep):
+        if layer.name == HEAD and not keep:
+            # A new classifier starts at zero: the first steps then train it alone (the
+            # backbone's gradients are zero), so a random head does not distort the
+            # pretrained features (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained
+            # Features and Underperform Out-of-Distribution").
+            for variable in layer.weights:
+                variable.assign(np.zeros(variable.shape, variable.dtype))
+            continue
+        if not layer.weights:
             continue
         source = pretrained.network.get_layer(layer.name)
         for variable, value in zip(layer.weights, source.weights, strict=True):
@@ -436,7 +444,7 @@ def copy_into(target: Any, pretrained: Pretrained, labels: list[str]) -> str:
         f"{pretrained.classes} other classes" if pretrained.classes == len(labels)
         else f"{pretrained.classes} classes")
     head = (f"classifier kept ({len(labels)} classes)" if keep else
-            f"new classifier for {len(labels)} classes (the weights have {theirs})")
+            f"new classifier (zeros) for {len(labels)} classes (the weights have {theirs})")
     return (f"weights: {pretrained.ref.source} (sha256 {pretrained.ref.sha256[:12]}...); "
             f"{head}")
 
