@@ -15,13 +15,12 @@ from keras_resnet.training.schedules import RecipeSchedule
 
 # Fields that must match for a model dir's checkpoints to be resumed.
 # The seed decides the data order, so a run resumed with another seed would not continue the
-# same run.
-IDENTITY_FIELDS = ("model", "dataset", "input_size", "recipe", "recipe_version", "batch_size",
-                   "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
+# same run. Fine-tuning (keras_resnet.training.finetune): "weights" is the source and SHA-256
+# of --weights, "freeze" the --freeze value; they come early, so a mismatch names them first.
+IDENTITY_FIELDS = ("model", "weights", "freeze", "dataset", "input_size", "recipe",
+                   "recipe_version", "batch_size", "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
                    "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
-                   "schedule", "warmup", "seed", "architecture",
-                   # fine-tuning (keras_resnet.training.finetune): source and SHA-256 of --weights
-                   "weights", "freeze")
+                   "schedule", "warmup", "seed", "architecture")
 #: Inclusive ranges of the integer flags (beyond them a run could not fit in memory or time).
 INT_RANGES = {"steps": (1, 10**9), "batch_size": (1, 2**20), "checkpoint_every": (1, 10**9),
               "keep_checkpoints": (1, 10**4), "eval_every": (0, 10**9),

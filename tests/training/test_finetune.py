@@ -61,16 +61,16 @@ def _train(*argv: str):
 
 @pytest.fixture(scope="module")
 def pretrained(digits, tmp_path_factory) -> Path:
-    """ResNet-20 trained on digits 0-4 (cifar recipe, 150 steps)."""
+    """ResNet-20 trained on digits 0-4 (cifar recipe, 300 steps, about 92 % top-1)."""
     model_dir = tmp_path_factory.mktemp("pre") / "run"
-    _train("--model", "resnet20", "--dataset", digits["first"], "--steps", "150",
-           "--model-dir", str(model_dir))
+    _train("--model", "resnet20", "--dataset", digits["first"], "--steps", "300",
+           "--learning-rate", "0.4", "--model-dir", str(model_dir))
     return model_dir
 
 
 def _fine_tune(digits, model_dir: Path, *extra: str):
-    return _train("--model", "resnet20", "--dataset", digits["second"], "--steps", "30",
-                  "--recipe", "finetune", "--learning-rate", "0.1", "--model-dir", str(model_dir), *extra)
+    return _train("--model", "resnet20", "--dataset", digits["second"], "--steps", "20",
+                  "--recipe", "finetune", "--learning-rate", "0.4", "--model-dir", str(model_dir), *extra)
 
 
 # --- bad input: one error line, exit 2, before heavy work ------------------------------------
@@ -211,14 +211,15 @@ def test_pretrained_start_beats_random_start_and_frozen_backbone_stays(
         digits, pretrained, tmp_path) -> None:
     tuned = _fine_tune(digits, tmp_path / "tuned", "--weights", str(pretrained))
     scratch = _fine_tune(digits, tmp_path / "scratch")
+    # Measured here (seeds 1, 2, 3): 0.59 / 0.65 / 0.64 against 0.42 / 0.19 / 0.29.
     gain = tuned.metrics["eval_top1"] - scratch.metrics["eval_top1"]
-    assert gain >= 0.15, (tuned.metrics["eval_top1"], scratch.metrics["eval_top1"])
+    assert gain >= 0.12, (tuned.metrics["eval_top1"], scratch.metrics["eval_top1"])
     labels = json.loads((tmp_path / "tuned" / "labels.json").read_text())["labels"]
     assert labels == [f"digit{d}" for d in range(5, 10)]
 
     frozen = _fine_tune(digits, tmp_path / "frozen", "--weights", str(pretrained),
                         "--freeze", "backbone", "--precision", "mixed_bfloat16",
-                        "--learning-rate", "0.8")
+                        "--learning-rate", "2.0")
     import keras_resnet
 
     before = finetune.zoo_network(keras_resnet.load_model(pretrained / "model.keras"))
@@ -231,7 +232,7 @@ def test_pretrained_start_beats_random_start_and_frozen_backbone_stays(
                 checked += 1
     assert checked == len(after.weights) - 2
     assert frozen.metrics["trainable_params"] == 64 * 5 + 5  # the classifier only
-    assert frozen.metrics["eval_top1"] >= 0.4  # chance: 0.2
+    assert frozen.metrics["eval_top1"] >= 0.45, frozen.metrics["eval_top1"]  # chance: 0.2
 
 
 def test_resume_keeps_the_weights_identity_and_does_not_reload(
@@ -250,14 +251,18 @@ def test_resume_keeps_the_weights_identity_and_does_not_reload(
     monkeypatch.setattr(finetune, "load_source", reload)
     result = _train(*args, "--steps", "4")
     assert result.metrics["step"] == 4 and "resumed from step 2" in capsys.readouterr().out
-    with pytest.raises(UsageError, match=r"holds a different run \(weights.sha256"):
-        other = tmp_path / "other.weights.h5"
-        import keras_resnet
-
-        keras_resnet.create_model("resnet20", input_shape=(16, 16, 3), classes=5
-                                  ).save_weights(other)
+    other = tmp_path / "copy"
+    other.mkdir()
+    (other / "model.keras").write_bytes((pretrained / "model.keras").read_bytes())
+    with pytest.raises(UsageError, match=r"holds a different run \(weights.source"):
         _train(*args[:-4], "--weights", str(other), "--freeze", "stem", "--steps", "6")
-    with pytest.raises(UsageError, match=r"holds a different run \(weights"):
+    changed = tmp_path / "changed.weights.h5"
+    import keras_resnet
+
+    keras_resnet.create_model("resnet20", input_shape=(16, 16, 3), classes=5).save_weights(changed)
+    with pytest.raises(UsageError, match=r"holds a different run \(weights.sha256"):
+        _train(*args[:-4], "--weights", str(changed), "--freeze", "stem", "--steps", "6")
+    with pytest.raises(UsageError, match=r"holds a different run \(weights: \{"):
         _train(*args[:-4], "--steps", "6")
-    with pytest.raises(UsageError, match=r"holds a different run \(freeze"):
+    with pytest.raises(UsageError, match=r"holds a different run \(freeze: 'stem' there"):
         _train(*args[:-1], "stage1", "--steps", "6")
