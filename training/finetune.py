@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,13 @@ def resolve_weights(argument: str, *, model: str, input_size: int,
     except UsageError:
         raise
     except (ValueError, OSError, ImportError) as exc:
-        raise UsageError(f"--weights {argument}: {_first_line(exc)}") from None
+        raise UsageError(f"--weights {argument}: {_as_flag(_first_line(exc))}") from None
+
+
+def _as_flag(message: str) -> str:
+    """The zoo's message in the trainer's terms: ``--weights X`` where it says ``weights='X'``."""
+    message = re.sub(r"^weights='[^']*': ", "", message)
+    return re.sub(r"pass weights='([^']*)'", r"pass --weights \1", message)
 
 
 def _imagenet(model: str, recorded: dict[str, str] | None) -> WeightsRef:
