@@ -266,3 +266,31 @@ def test_resume_keeps_the_weights_identity_and_does_not_reload(
         _train(*args[:-4], "--steps", "6")
     with pytest.raises(UsageError, match=r"holds a different run \(freeze: 'stem' there"):
         _train(*args[:-1], "stage1", "--steps", "6")
+
+
+def test_keras_applications_caffe_weights_take_rgb_pixels(tmp_path, monkeypatch) -> None:
+    """weights='imagenet' on ResNet-50 are keras.applications' Caffe-mode file (BGR minus
+    the mean): with the first convolution's input channels reversed and the mean subtracted
+    in RGB order, raw RGB pixels give the outputs of the original on Caffe's input."""
+    from keras_resnet.training.architecture import BUILDER_DEFAULTS
+
+    import keras_resnet
+    from keras_resnet import weights as keras_weights
+
+    zoo = _zoo_conftest()
+    original = keras_resnet.create_model("resnet50", input_shape=(32, 32, 3),
+                                         classifier_activation=None)
+    zoo.randomize(original)
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    zoo.save_legacy_h5(original, path)
+    monkeypatch.setattr(keras_weights, "fetch_imagenet", lambda name, include_top: str(path))
+    ref = finetune.resolve_weights("imagenet", model="resnet50", input_size=32)
+    assert ref.caffe_bgr and ref.source == "imagenet:resnet50" and ref.std == (1.0, 1.0, 1.0)
+    pre = finetune.load_source(ref, model="resnet50", input_size=32,
+                               architecture={**BUILDER_DEFAULTS, "shortcut": "B"})
+    assert pre.classes == 1000
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    mean, std = pre.statistics(32, None, None)
+    ours = np.asarray(pre.network((pixels - mean.reshape(32, 32, 3)) / std))
+    theirs = np.asarray(original(keras_resnet.preprocess_input(pixels.copy(), mode="caffe")))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
