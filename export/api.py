@@ -166,7 +166,7 @@ def _input_paths(model: str, options: ExportOptions) -> list[Path]:
     from .source import looks_like_keras_file
 
     paths = [Path(model)] if looks_like_keras_file(model) else []
-    if options.weights not in (None, "imagenet"):
+    if options.weights not in (None, "imagenet") and not options.weights.startswith("timm/"):
         paths.append(Path(options.weights))
     if options.labels:
         paths.append(Path(options.labels))

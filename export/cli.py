@@ -112,7 +112,9 @@ def export_parser() -> argparse.ArgumentParser:
 
 def _add_zoo_arguments(zoo: argparse._ArgumentGroup) -> None:
     """The options that build a zoo model (refused for a ``.keras`` file)."""
-    zoo.add_argument("--weights", help="None (default), 'imagenet' or a weights file")
+    zoo.add_argument("--weights", help="None (default), 'imagenet', timm/NAME "
+                     "(keras_resnet.list_weights()) or a .safetensors, .keras, .weights.h5 or "
+                     ".h5 file; the manifest records its SHA-256")
     zoo.add_argument("--classes", type=int, help="number of classes")
     zoo.add_argument("--input-size", type=int, help="square input size in pixels")
     zoo.add_argument("--no-top", action="store_true", help="export the backbone (include_top="

@@ -84,9 +84,9 @@ def from_zoo(name: str, *, weights: str | None, classes: int | None, input_size:
                          f"{', '.join(keras_resnet.list_models())}, or a .keras file")
     info = keras_resnet.model_info(name)
     size = input_size or info["input_shape"][0]
-    if weights not in (None, "imagenet") and not Path(weights).is_file():
-        raise UsageError(f"weights file {weights} not found")
-    kwargs: dict[str, Any] = {"input_shape": (size, size, 3), "weights": weights, **builder}
+    record = weights_record(weights, name.lower())  # checked (and downloaded) first
+    kwargs: dict[str, Any] = {"input_shape": (size, size, 3), "weights": record.get("path"),
+                              **builder}
     if classes is not None:
         kwargs["classes"] = classes
     try:
@@ -99,11 +99,45 @@ def from_zoo(name: str, *, weights: str | None, classes: int | None, input_size:
         raise UsageError(f"cannot build {name} with weights={weights!r}: "
                          f"{_first_line(exc)}") from None
     config = {"source": "zoo", "name": name.lower(), "weights": weights,
+              "weights_sha256": record.get("sha256"),
               "classes": classes if classes is not None else info["classes"],
               "input_size": size, **builder}
+    # timm weights want ImageNet's mean and std (keras.applications' "torch" mode)
+    preprocessing = "torch" if record.get("timm") else info["preprocessing"]
     return ModelSource(model=model, name=name.lower(), config=config,
-                       input_shape=_input_shape(model), preprocessing=info["preprocessing"],
+                       input_shape=_input_shape(model), preprocessing=preprocessing,
                        preprocessing_in_model=False)
+
+
+def weights_record(weights: str | None, model: str) -> dict[str, Any]:
+    """``--weights`` of a zoo model checked: ``path`` (what the builder takes: the local
+    file, ``"imagenet"`` or None), ``sha256`` of the file and ``timm`` (timm's layout).
+    A timm name is downloaded here (offline: one clear error naming the local-file route)."""
+    if weights is None:
+        return {}
+    from keras_resnet import timm_weights
+    from keras_resnet import weights as keras_weights
+
+    try:
+        if weights == "imagenet":
+            if model not in keras_weights.IMAGENET_HASHES:
+                return {"path": "imagenet"}  # the builder names what is published
+            path = keras_weights.fetch_imagenet(model, include_top=True)
+            return {"path": "imagenet", "sha256": timm_weights.sha256_of(path)}
+        if timm_weights.is_hub_name(weights):
+            from keras_resnet.hub import download
+
+            path, digest = download(weights)
+            return {"path": weights, "sha256": digest, "timm": True}
+    except (OSError, ValueError, ImportError) as exc:
+        raise UsageError(f"--weights {weights}: {_first_line(exc)}") from None
+    if weights.lower().endswith(timm_weights.PICKLE_SUFFIXES):
+        raise UsageError(f"--weights {weights} is a pickle-based PyTorch file, never unpickled: "
+                         "pass its safetensors form (model.safetensors, or timm/NAME)")
+    if not Path(weights).is_file():
+        raise UsageError(f"weights file {weights} not found")
+    timm = weights.lower().endswith(timm_weights.SAFETENSORS_SUFFIX)
+    return {"path": weights, "sha256": timm_weights.sha256_of(weights), "timm": timm}
 
 
 def from_keras_file(path: Path) -> ModelSource:

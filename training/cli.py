@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_resnet.training.architecture import add_architecture_flags, resolve_architecture
-from keras_resnet.training.config import TrainConfig, default_of, resolve_config
+from keras_resnet.training.config import TrainConfig, default_of, resolve_config, with_overrides
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.precision import PRECISIONS
 from keras_resnet.training.strategy import STRATEGIES
@@ -100,9 +100,21 @@ def config_from_args(args: argparse.Namespace, family: str) -> TrainConfig:
     Raises :class:`UsageError` naming the flag on bad input."""
     from keras_resnet.training.recipes import load_recipe
 
-    load_recipe(args.recipe or ("cifar" if family == "cifar" else "imagenet"))  # errors first
+    recipe = args.recipe or ("finetune" if getattr(args, "weights", None) else None)
+    load_recipe(recipe or ("cifar" if family == "cifar" else "imagenet"))  # errors first
     check_flags(args)
-    return resolve_config(args.recipe, overrides_from_args(args), family)
+    return resolve_config(recipe, overrides_from_args(args), family)
+
+
+def add_finetune_flags(p: argparse.ArgumentParser) -> None:
+    """``--weights`` and ``--freeze`` (see :mod:`keras_resnet.training.finetune`)."""
+    g = p.add_argument_group("fine-tuning (default recipe with --weights: finetune)")
+    g.add_argument("--weights", help="start from pretrained weights: imagenet | timm/NAME | a "
+                                     ".safetensors, .keras, .weights.h5 or .h5 file | another "
+                                     "run's model dir; loaded at a fresh start only")
+    g.add_argument("--freeze", help="what stays fixed (batch norm in inference mode): none | "
+                                    "stem | stage1..stage4 (stem and stages up to N) | backbone "
+                                    "(all but the classifier)")
 
 
 def add_budget_flags(p: argparse.ArgumentParser) -> None:
@@ -158,6 +170,7 @@ def build_train_parser() -> argparse.ArgumentParser:
                    help="seed for weights, data order and augmentation; also makes ops "
                         "deterministic")
     add_architecture_flags(p)
+    add_finetune_flags(p)
     p.add_argument("--log-every", type=int, help=f"steps between log lines ({default_of('run.log_every')})")
     p.add_argument("--cache", action="store_true", default=None,
                    help="cache the decoded dataset in memory")
@@ -235,6 +248,7 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
     cfg = config_from_args(args, family)
     _check_input_size(cfg.model.name, cfg.model.input_size)
     data.check_dataset_name(cfg.data.dataset)
+    cfg, ref = _resolve_weights(args, cfg)  # fine-tuning: checked (and downloaded) up front
     _configure_threads(args.threads or 0)
     import tensorflow as tf
 
@@ -248,8 +262,14 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
         # checked (cheaply) before building anything.
         data.open_source(dataset, input_size=cfg.model.input_size, data_dir=cfg.data.data_dir,
                          download=cfg.data.download)
+    pretrained = None
+    if ref is not None and not prepared.resume:  # the weights are loaded at a fresh start only
+        from keras_resnet.training.finetune import load_source
+
+        pretrained = load_source(ref, model=cfg.model.name, architecture=cfg.model.architecture,
+                                 input_size=cfg.model.input_size)
     try:
-        result = train(cfg, prepared)
+        result = train(cfg, prepared, pretrained=pretrained)
     except tf.errors.InvalidArgumentError:
         if not dataset.startswith("folder:"):
             raise
@@ -260,6 +280,24 @@ def train_from_args(argv: Sequence[str] | None = None) -> Any:
         print(json.dumps({k: result.metrics[k] for k in ("step", "eval_top1", "eval_top5",
                                                          "eval_loss", "eval_examples")}))
     return result
+
+
+def _resolve_weights(args: Any, cfg: TrainConfig) -> tuple[TrainConfig, Any]:
+    """Fine-tuning: ``--freeze`` and ``--weights`` checked; the weights' source, digest,
+    layout and normalisation put into the model configuration (part of the run's identity)."""
+    from keras_resnet.training import finetune
+
+    model = cfg.model
+    freeze = finetune.check_freeze(args.freeze, model=model.name, weights=args.weights)
+    if not args.weights:
+        return with_overrides(cfg, model={"freeze": freeze}), None
+    ref = finetune.resolve_weights(args.weights, model=model.name, input_size=model.input_size,
+                                   recorded=finetune.recorded_weights(cfg.output.model_dir))
+    finetune.check_architecture(ref, variant=args.variant, model=model.name)
+    return with_overrides(cfg, model={
+        "freeze": freeze, "weights": ref.identity(),
+        "architecture": {**model.architecture, **ref.architecture},
+        "preprocessing": ref.preprocessing or model.preprocessing}), ref
 
 
 def run_train(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,8 @@ class ModelConfig:
     zero_init_residual: bool = False
     architecture: dict[str, Any] = field(default_factory=dict)  # keras_resnet builder options
     batch_norm: str = "fused"
+    weights: dict[str, str] | None = None  # fine-tuning: {"source", "sha256"} of --weights
+    freeze: str | None = None  # fine-tuning: --freeze (None: nothing frozen)
 
 
 @dataclass(frozen=True)
@@ -140,9 +142,11 @@ PIECES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
 #: Flat (``run_config.json``) names of the fields whose piece name differs.
 FLAT_NAMES = {("model", "name"): "model", ("schedule", "policy"): "schedule"}
 #: Fields that must match for a model dir's checkpoints to be resumed. The seed decides the
-#: data order, so a run resumed with another seed would not continue the same run.
-IDENTITY_FIELDS = ("model", "dataset", "input_size", "recipe", "recipe_version", "batch_size",
-                   "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
+#: data order, so a run resumed with another seed would not continue the same run. Fine-tuning
+#: (``weights``: source and SHA-256 of --weights; ``freeze``) comes early, so a mismatch names
+#: it first.
+IDENTITY_FIELDS = ("model", "weights", "freeze", "dataset", "input_size", "recipe",
+                   "recipe_version", "batch_size", "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
                    "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
                    "schedule", "warmup", "seed", "architecture")
 

@@ -99,8 +99,10 @@ def _data_seed(cfg: TrainConfig, prepared: Prepared) -> int:
     return int.from_bytes(os.urandom(3), "little")
 
 
-def train(cfg: TrainConfig, prepared: Prepared) -> TrainResult:
-    """Run (or resume) training, or evaluate with ``run.eval_only``; returns the metrics."""
+def train(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None) -> TrainResult:
+    """Run (or resume) training, or evaluate with ``run.eval_only``; returns the metrics.
+    ``pretrained`` (:class:`keras_resnet.training.finetune.Pretrained`, fresh starts only):
+    the weights to start from."""
     import keras
 
     plan = prepared.plan
@@ -117,7 +119,7 @@ def train(cfg: TrainConfig, prepared: Prepared) -> TrainResult:
                 else Path(tempfile.mkdtemp(prefix="keras-resnet-worker-")))
     try:
         with PreemptionWatcher() as watcher:
-            return _run(cfg, prepared, strategy, precision, seed, work_dir, watcher)
+            return _run(cfg, prepared, strategy, precision, seed, work_dir, watcher, pretrained)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         if not plan.is_chief:
@@ -162,6 +164,7 @@ def _base_metrics(cfg: TrainConfig, plan: StrategyPlan, trainer: Trainer, precis
             "total_steps": total_steps, "batch_norm": cfg.model.batch_norm, "jit": cfg.run.jit,
             "architecture": cfg.model.architecture,
             "zero_init_residual": cfg.model.zero_init_residual,
+            "weights": cfg.model.weights, "freeze": cfg.model.freeze,
             "trainable_params": trainer.trainable_params}
 
 
@@ -181,7 +184,7 @@ class _Run:
 
 
 def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, seed: int,
-         work_dir: Path, watcher: PreemptionWatcher) -> TrainResult:
+         work_dir: Path, watcher: PreemptionWatcher, pretrained: Any = None) -> TrainResult:
     plan = prepared.plan
     inputs, num_train = _open_inputs(cfg, plan)
     total_steps = cfg.total_steps(num_train)
@@ -189,7 +192,9 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
     if plan.is_chief:
         _write_run_config(cfg, plan, precision, seed, total_steps,
                           strategy.num_replicas_in_sync)
-    trainer = Trainer(cfg, strategy, inputs, schedule, precision)
+    trainer = Trainer(cfg, strategy, inputs, schedule, precision, pretrained)
+    for line in trainer.finetune_report:
+        say(line, plan.is_chief)
     checkpointer = Checkpointer(trainer, work_dir / CHECKPOINT_DIR, cfg.output.keep_checkpoints)
     start_step = 0
     if prepared.checkpoint:

@@ -33,7 +33,7 @@ def normalization_weights(kind: str, input_size: int, pixel_mean: np.ndarray,
 def build_model(name: str, *, input_size: int, classes: int, preprocessing: str,
                 pixel_mean: np.ndarray, channel_std: np.ndarray, zero_init_residual: bool,
                 softmax: bool, model_kwargs: dict[str, Any] | None = None,
-                fused_batch_norm: bool = False):
+                fused_batch_norm: bool = False, freeze: str | None = None):
     """Inputs in 0..255 -> Normalization -> ``keras_resnet.create_model(name)``.
 
     With ``softmax=False`` the model returns logits (training); the exported model ends in a
@@ -58,6 +58,10 @@ def build_model(name: str, *, input_size: int, classes: int, preprocessing: str,
         from keras_resnet.training.fused_norm import with_fused_batch_norm
 
         backbone = with_fused_batch_norm(backbone)
+    if freeze:  # fine-tuning: after the fused swap, which copies layers (and their flags)
+        from keras_resnet.training.finetune import apply_freeze
+
+        apply_freeze(backbone, freeze)
     x = backbone(x)
     if softmax:
         x = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)

@@ -3,6 +3,8 @@
 * ``cifar``: He et al. 2015, sec. 4.2 (CIFAR-10).
 * ``imagenet``: He et al. 2015, sec. 3.4 (ImageNet).
 * ``modern``: warm-up + cosine, label smoothing, no decay on BN/bias, zero-init residual.
+* ``finetune``: from pretrained weights (``--weights``): a tenth of the rate, 10 epochs,
+  warm-up + cosine.
 """
 
 from __future__ import annotations

@@ -54,11 +54,12 @@ class Trainer:
     sync, for one configuration under one ``tf.distribute`` strategy."""
 
     def __init__(self, cfg: TrainConfig, strategy: Any, inputs: TrainInputs, schedule: Any,
-                 precision: str) -> None:
+                 precision: str, pretrained: Any = None) -> None:
         import keras
         import tensorflow as tf
 
         self.cfg, self.strategy, self.inputs = cfg, strategy, inputs
+        self.pretrained, self.finetune_report = pretrained, []
         self.global_batch = cfg.optim.batch_size
         self.replicas = strategy.num_replicas_in_sync
         self.classes = inputs.source.num_classes
@@ -94,12 +95,20 @@ class Trainer:
         """The training network (logits out, the training images' statistics baked into its
         input normalisation), built in the strategy's scope."""
         cfg, stats = self.cfg.model, self.inputs.statistics
-        return build_model(cfg.name, input_size=cfg.input_size, classes=self.classes,
-                           preprocessing=cfg.preprocessing, pixel_mean=stats.pixel_mean,
-                           channel_std=stats.channel_std,
-                           zero_init_residual=cfg.zero_init_residual, softmax=False,
-                           fused_batch_norm=cfg.batch_norm == "fused",
-                           model_kwargs=cfg.architecture)
+        mean, std = stats.pixel_mean, stats.channel_std
+        if self.pretrained is not None:  # fine-tuning: the weights' own input normalisation
+            mean, std = self.pretrained.statistics(cfg.input_size, mean, std)
+        model = build_model(cfg.name, input_size=cfg.input_size, classes=self.classes,
+                            preprocessing=cfg.preprocessing, pixel_mean=mean, channel_std=std,
+                            zero_init_residual=cfg.zero_init_residual, softmax=False,
+                            fused_batch_norm=cfg.batch_norm == "fused",
+                            model_kwargs=cfg.architecture, freeze=cfg.freeze)
+        if self.pretrained is not None:  # fresh start: the weights and a fitting classifier
+            from keras_resnet.training.finetune import copy_into, freeze_summary
+
+            self.finetune_report = [copy_into(model, self.pretrained, self.inputs.source.labels),
+                                    freeze_summary(model, cfg.freeze)]
+        return model
 
     @property
     def trainable_params(self) -> int:
