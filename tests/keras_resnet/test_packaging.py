@@ -40,3 +40,16 @@ def test_user_training_and_export_packages_are_not_shadowed(tmp_path: Path) -> N
                          text=True, timeout=600, check=True).stdout.splitlines()
     assert out[0] == "user training | user export"
     assert Path(out[1]).name == "recipes.py" and Path(out[1]).parent != tmp_path / "training"
+
+
+def test_a_missing_extra_is_named_in_one_line(capsys) -> None:
+    from keras_resnet.console import UsageError, require_extra, run_command
+
+    def body() -> int:
+        require_extra("keras-resnet-train", "training", "json", "no_such_module_xyz")
+        return 0
+
+    assert run_command(body) == UsageError.exit_code == 2
+    err = capsys.readouterr().err
+    assert err == ("error: keras-resnet-train needs no_such_module_xyz: "
+                   "pip install 'keras-resnet[training]'\n")
