@@ -48,9 +48,10 @@ from keras_resnet.training.data.sources import (
            load_digits_arrays,
            open_source,
 )
+from keras_resnet.training.errors import UsageError
 
 __all__ = ["HOLD_OUT", "IMAGE_EXTENSIONS", "SOURCE_NAMES", "TFDS_ALIASES", "Augmentation",
-           "ImageStatistics", "Source", "check_dataset_name", "check_source", "eval_dataset",
-           "eval_steps", "eval_transform", "folder_splits", "image_file_problem",
-           "image_statistics", "load_digits_arrays", "load_split", "open_source",
-           "pca_lighting_shift", "train_dataset", "train_transform"]
+           "ImageStatistics", "Source", "UsageError", "check_dataset_name", "check_source",
+           "eval_dataset", "eval_steps", "eval_transform", "folder_splits",
+           "image_file_problem", "image_statistics", "load_digits_arrays", "load_split",
+           "open_source", "pca_lighting_shift", "train_dataset", "train_transform"]
