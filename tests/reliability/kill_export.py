@@ -45,12 +45,11 @@ def make_tiny_model(path: Path) -> None:
 
     keras.utils.set_random_seed(0)
     layers = keras.layers
-    net = keras.Sequential([keras.Input((16, 16, 3)), layers.Rescaling(1.0 / 255.0),
-                            layers.Conv2D(8, 3, padding="same", use_bias=False),
-                            layers.BatchNormalization(), layers.ReLU(),
-                            layers.GlobalAveragePooling2D(), layers.Dense(4, activation="softmax")],
-                           name="tiny")
-    net.save(path)
+    pixels = keras.Input((16, 16, 3), name="pixels")
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(layers.Rescaling(1 / 255)(pixels))
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    probabilities = layers.Dense(4, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+    keras.Model(pixels, probabilities, name="tiny").save(path)
 
 
 def _env() -> dict[str, str]:
