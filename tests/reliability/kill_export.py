@@ -68,18 +68,19 @@ def staging_dirs(output: Path) -> list[Path]:
     return sorted(p for p in output.parent.iterdir() if p.name.startswith(prefixes))
 
 
-def _created(output: Path) -> str | None:
+def _identity(output: Path) -> tuple[int, str] | None:
+    """The output directory's inode and its manifest's creation time, or None."""
     try:
-        return json.loads((output / "manifest.json").read_text())["created"] + \
-            f"@{(output / 'manifest.json').stat().st_mtime_ns}"
-    except (OSError, ValueError, KeyError):
+        manifest = json.loads((output / "manifest.json").read_text())
+        return output.stat().st_ino, str(manifest["created"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def phase(output: Path, before: str | None) -> str:
+def phase(output: Path, before: tuple[int, str] | None) -> str:
     """Where the killed export was, from the files it left."""
     left = staging_dirs(output)
-    if _created(output) not in (None, before):
+    if _identity(output) not in (None, before):
         return "after the rename (new output in place)"
     if any(".old-" in p.name for p in left):
         return "while replacing the old output"
@@ -115,18 +116,22 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
 
 def kill_once(command: list[str], output: Path, delay: float) -> dict[str, Any]:
     """Start ``command``, SIGKILL it after ``delay`` s (unless it ended), check the output."""
-    before = _created(output)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=_env())
-    try:
-        process.wait(timeout=delay)
-        killed = False
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        killed = True
+    before = _identity(output)
+    log = output.parent / f".{output.name}.kill-log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, env=_env())
+        try:
+            process.wait(timeout=delay)
+            killed = False
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            killed = True
     where = phase(output, before) if killed else f"finished first (exit {process.returncode})"
+    printed = [line for line in log.read_text().splitlines() if line.strip()]
+    log.unlink()
     state = {"delay_s": round(delay, 2), "killed": killed, "phase": where,
+             "last_printed": printed[-1][:100] if printed else "",
              "output": "absent" if not output.exists() else "present"}
     state["ok_after_kill"] = True
     if output.exists():
@@ -186,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(state)
         print(f"run {i:2d}, kill at {state['delay_s']:6.2f} s ({'no' if fresh else 'with'} "
               f"previous output): {state['phase']}; output {state['output']}; rerun exit "
-              f"{state['rerun_exit']}{'' if state['ok'] else '  <-- FAILED'}", flush=True)
+              f"{state['rerun_exit']}{'' if state['ok'] else '  <-- FAILED'}; it had printed: "
+              f"{state['last_printed'][:40] or '-'}", flush=True)
     ok = all(r["ok"] for r in results)
     summary = {"max_delay_s": round(limit, 1), "runs_started": len(results),
                "killed": sum(r["killed"] for r in results),
