@@ -61,7 +61,7 @@ class ExportOptions:
 
 def validate_options(model: str, output: Path, options: ExportOptions) -> None:
     """Reject bad input before any heavy work; raises UsageError."""
-    from .calibration import parse_source
+    from .samples import check_source
 
     _check_formats(options)
     check_target(options)
@@ -71,9 +71,9 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
             raise UsageError(f"--quantize {mode} needs a calibration set: --calibration "
                              "digits | tfds:NAME | folder:PATH | synthetic")
     if options.calibration:
-        parse_source(options.calibration)
+        check_source(options.calibration, "calibration")
     if options.data:
-        parse_source(options.data)
+        check_source(options.data, "data")
     _check_numbers(model, options)
     _check_model_argument(model)
     if options.labels and not Path(options.labels).is_file():
@@ -365,19 +365,20 @@ def _missing_parents(output: Path) -> list[Path]:
 
 def _load_data(source: Any, options: ExportOptions
                ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Calibration inputs (for int8, from the source's training split) and evaluation inputs
-    (its test split) with their labels where the source has them, all model-ready."""
-    from .calibration import load_labeled
+    """Calibration inputs (for int8, a sample of the source's training split) and evaluation
+    inputs (a sample of its test split) with their labels where the source has them, all
+    model-ready. The split rule is the trainer's (:mod:`keras_resnet.training.data`)."""
+    from .samples import load_samples
 
     size = source.input_shape[:2]
     calib = None
     if options.calibration and "int8" in options.quantize:
-        pixels, _ = load_labeled(options.calibration, options.samples, size,
-                                 seed=options.seed, split="train")
+        pixels, _ = load_samples(options.calibration, "train", options.samples, size,
+                                 seed=options.seed, role="calibration")
         calib = source.preprocess(pixels)
     eval_source = options.data or options.calibration or "synthetic"
-    pixels, y_eval = load_labeled(eval_source, options.samples, size, seed=options.seed,
-                                  split="test")
+    pixels, y_eval = load_samples(eval_source, "test", options.samples, size,
+                                  seed=options.seed, role="data" if options.data else "calibration")
     x_eval = source.preprocess(pixels)
     spec = {"source": eval_source, "split": "test", "samples": int(len(x_eval)),
             "seed": options.seed, "labelled": y_eval is not None}

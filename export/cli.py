@@ -78,10 +78,10 @@ def export_parser() -> argparse.ArgumentParser:
                    help=f"comma list of {','.join(FORMATS)} (default: the target's)")
     p.add_argument("--quantize", type=_csv, default=None,
                    help=f"extra precisions: {quantize_help()} (default: the target's)")
-    p.add_argument("--calibration", metavar="SOURCE", help="int8 calibration set: digits | "
-                   "tfds:NAME[:SPLIT] | folder:PATH | synthetic")
-    p.add_argument("--data", metavar="SOURCE", help="evaluation set for parity and int8 "
-                   "agreement (default: the calibration set, else synthetic)")
+    p.add_argument("--calibration", metavar="SOURCE", help="int8 calibration set (its "
+                   "training split): digits | tfds:NAME | folder:PATH | synthetic")
+    p.add_argument("--data", metavar="SOURCE", help="evaluation set (its test split) for "
+                   "parity and int8 agreement (default: the calibration set, else synthetic)")
     p.add_argument("--samples", type=int, default=d.samples, help="images drawn from the "
                    f"calibration and evaluation sources (default {d.samples})")
     p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset})")
@@ -203,7 +203,7 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
                     description="Recompute SHA-256 of every artifact and rerun parity.")
         p.add_argument("directory", metavar="DIR")
         p.add_argument("--data", metavar="SOURCE", help="digits | tfds:NAME | folder:PATH | "
-                       "synthetic (default: the export's evaluation source)")
+                       "synthetic, its test split (default: the export's evaluation source)")
         p.add_argument("--samples", type=int, help="images drawn from --data")
         p.add_argument("--threads", type=int, default=2, help="threads per runtime (2)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -24,8 +24,8 @@ import numpy as np
 def export_inputs(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
     """The export's calibration inputs (train split), evaluation inputs and labels (test
     split), model-ready, and whether its ONNX files take NCHW."""
-    from .calibration import load_labeled
     from .manifest import read_manifest
+    from .samples import load_samples
     from .source import preprocess_fn
 
     manifest = read_manifest(directory)
@@ -33,10 +33,11 @@ def export_inputs(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray |
     size = tuple(spec["shape"][1:3])
     prepare = preprocess_fn(spec["preprocessing"], spec["preprocessing_in_model"])
     calibration = options.get("calibration") or "synthetic"
-    pixels, _ = load_labeled(calibration, options["samples"], size, options["seed"], "train")
+    pixels, _ = load_samples(calibration, "train", options["samples"], size, options["seed"],
+                             "calibration")
     evaluation = manifest["evaluation"]
-    x_eval, y_eval = load_labeled(evaluation["source"], evaluation["samples"], size,
-                                  evaluation["seed"], "test")
+    x_eval, y_eval = load_samples(evaluation["source"], "test", evaluation["samples"], size,
+                                  evaluation["seed"])
     nchw = any(a.get("layout") == "NCHW" for a in manifest["artifacts"])
     return prepare(pixels), prepare(x_eval), y_eval, nchw
 

@@ -165,11 +165,10 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
     check_verify_arguments(samples, threads)
     manifest = read_manifest(directory)
     min_agreement = _min_agreement(manifest)
-    source = None
     if data:
-        from .calibration import parse_source
+        from .samples import check_source
 
-        source = parse_source(data)
+        check_source(data, "data")
     broken = check_integrity(directory, manifest)
     problems = [f"{key}: {problem}" for key, problem in broken.items()]
     reference = manifest.get("reference", {})
@@ -183,7 +182,7 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
         text = str(exc).strip().splitlines()
         return _not_rerun(manifest, broken, problems, f"reference files cannot be loaded "
                           f"({type(exc).__name__}: {text[0] if text else ''})")
-    x_all, shown = _evaluation_inputs(manifest, x, source, samples)
+    x_all, shown = _evaluation_inputs(manifest, x, data, samples)
     ref = keras_predict(model, x_all)
     results = []
     for artifact in manifest["artifacts"]:
@@ -231,10 +230,11 @@ def _load_reference(directory: Path, reference: dict[str, Any]) -> tuple[Any, np
     return model, np.asarray(x, np.float32)
 
 
-def _evaluation_inputs(manifest: dict[str, Any], x: np.ndarray, source: Any,
+def _evaluation_inputs(manifest: dict[str, Any], x: np.ndarray, source: str | None,
                        samples: int | None) -> tuple[np.ndarray, str]:
-    """The parity batch plus the evaluation images, and a description of the data."""
-    from .calibration import load_images
+    """The parity batch plus evaluation images (the test split of ``source`` or of the
+    recorded source), and a description of the data."""
+    from .samples import load_samples
     from .source import preprocess_fn
 
     spec = manifest["input"]
@@ -245,8 +245,8 @@ def _evaluation_inputs(manifest: dict[str, Any], x: np.ndarray, source: Any,
     if eval_source is None:
         return x, f"{shown}; {note}" if note else shown
     count = samples or min(_int(evaluation.get("samples"), 100), MAX_SAMPLES)
-    pixels = load_images(eval_source, count, tuple(spec["shape"][1:3]),
-                         seed=_int(evaluation.get("seed"), 0))
+    pixels, _ = load_samples(eval_source, "test", count, tuple(spec["shape"][1:3]),
+                             seed=_int(evaluation.get("seed"), 0))
     extra = preprocess_fn(str(spec.get("preprocessing", "")),
                           bool(spec.get("preprocessing_in_model", True)))(pixels)
     return np.concatenate([x, extra]), shown
@@ -261,18 +261,19 @@ def _min_agreement(manifest: dict[str, Any]) -> float:
     return float(value)
 
 
-def _recorded_source(evaluation: dict[str, Any]) -> tuple[Any, str | None]:
+def _recorded_source(evaluation: dict[str, Any]) -> tuple[str | None, str | None]:
     """The evaluation source the manifest records, unless it names a path: a ``folder:``
     outside the export directory is not read (pass ``--data`` to use it)."""
-    from .calibration import parse_source
+    from keras_resnet.training.data import TFDS_ALIASES
 
     recorded = evaluation.get("source")
     if not isinstance(recorded, str) or not recorded:
         return None, None
-    if recorded.partition(":")[0] not in ("digits", "synthetic", "tfds"):
+    if recorded not in ("digits", "synthetic", *TFDS_ALIASES) and not (
+            recorded.startswith("tfds:") and recorded != "tfds:"):
         return None, (f"recorded source {recorded!r} not read (outside the export "
                       "directory; pass --data to use it)")
-    return parse_source(recorded), None
+    return recorded, None
 
 
 def _int(value: Any, default: int) -> int:

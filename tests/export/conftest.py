@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from keras_resnet.export.calibration import digits_arrays
+from keras_resnet.training.data import load_digits_arrays
 
 LABELS = [str(i) for i in range(10)]
 
@@ -21,8 +21,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import keras_resnet
 
     keras.utils.set_random_seed(1)
-    x, y = digits_arrays(32, split="train")
-    x_test, y_test = digits_arrays(32, split="test")
+    x, y, x_test, y_test = load_digits_arrays(32)
     inputs = keras.Input((32, 32, 3))
     scaled = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     net = keras_resnet.build_resnet(8, family="cifar", input_shape=(32, 32, 3), classes=10)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from keras_resnet.export import bench_dir, export_model, verify_dir
-from keras_resnet.export.calibration import digits_arrays
 from keras_resnet.export.cli import bench_main, verify_main
 from keras_resnet.export.manifest import sha256_path
+from keras_resnet.training.data import load_digits_arrays
 
 from keras_resnet.cpu import cpu_info, cpu_line
 
@@ -114,7 +114,7 @@ def test_saved_model_and_onnx_take_any_batch(exported: Path) -> None:
     import onnxruntime as ort
     import tensorflow as tf
 
-    x = digits_arrays(32)[0][:3]
+    x = load_digits_arrays(32)[2][:3]
     loaded = tf.saved_model.load(str(exported / "saved_model"))
     fn = loaded.signatures["serving_default"]
     assert fn.structured_input_signature[1]["input"].shape.as_list() == [None, 32, 32, 3]
@@ -192,7 +192,7 @@ def test_int8_structure_reads_each_scheme_from_the_file(exported: Path, tmp_path
     flagged as able to saturate; uint8 weights use kernels without 16-bit sums."""
     from keras_resnet.export.onnx_int8 import int8_structure, quantize_onnx_int8
 
-    calib, _ = digits_arrays(32, split="train")
+    calib = load_digits_arrays(32)[0]
     path = tmp_path / f"{scheme}.onnx"
     quantize_onnx_int8(exported / "model.onnx", path, calib[:32], {}, scheme)
     info = int8_structure(path)
@@ -226,7 +226,7 @@ def test_onnx_int8_gives_identical_outputs_on_an_emulated_avx2_cpu(
 
     import keras_resnet
 
-    x, _ = digits_arrays(32, split="test")
+    x = load_digits_arrays(32)[2]
     x = x[:300]
     emulated = run_onnx_emulated(exported / "model_int8.onnx", x)
     native = OnnxRunner(exported / "model_int8.onnx", 1)(x)
@@ -247,10 +247,10 @@ def test_emulated_avx2_cpu_reproduces_saturation_of_8_bit_weights(
 
     if not cpu_info()["int8_dot_product"]:
         pytest.skip("this CPU has no VNNI: its own u8s8 kernels saturate like the emulated one")
-    calib, _ = digits_arrays(32, split="train")
+    calib = load_digits_arrays(32)[0]
     path = tmp_path / "u8s8.onnx"
     quantize_onnx_int8(exported / "model.onnx", path, calib[:300], {}, "u8s8")
-    x, _ = digits_arrays(32, split="test")
+    x = load_digits_arrays(32)[2]
     difference = np.abs(run_onnx_emulated(path, x[:100]) - OnnxRunner(path, 1)(x[:100]))
     assert difference.max() > 1e-3
 

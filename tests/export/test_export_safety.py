@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from keras_resnet.export import calibration
+from keras_resnet.export import samples
 from keras_resnet.export.cli import export_main, verify_main
 
 
@@ -73,7 +73,7 @@ def test_verify_passes_and_reads_no_recorded_folder(exported, tmp_path: Path,
     def forbidden(*args, **kwargs):
         raise AssertionError("read the recorded folder")
 
-    monkeypatch.setattr(calibration, "load_labeled", forbidden)
+    monkeypatch.setattr(samples, "load_samples", forbidden)
     capsys.readouterr()
     assert verify_main([str(copy)]) == 0
     out = capsys.readouterr().out

@@ -82,7 +82,7 @@ def no_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(trainer, "build_model", forbidden)
     monkeypatch.setattr(loop, "create_strategy", forbidden)
-    monkeypatch.setattr(data, "load_digits_arrays", forbidden)
+    monkeypatch.setattr(data.sources, "load_digits_arrays", forbidden)
     monkeypatch.delenv("TF_CONFIG", raising=False)
 
 

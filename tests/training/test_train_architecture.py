@@ -89,7 +89,7 @@ def test_bad_network_flags(tmp_path: Path, capsys, monkeypatch, flags: list[str]
         raise AssertionError("heavy work started before validation")
 
     monkeypatch.setattr(trainer, "build_model", forbidden)
-    monkeypatch.setattr(data, "load_digits_arrays", forbidden)
+    monkeypatch.setattr(data.sources, "load_digits_arrays", forbidden)
     code = cli.train_main(["--model", "resnet20", "--steps", "2", "--model-dir",
                            str(tmp_path / "run"), *flags])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
