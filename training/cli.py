@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_resnet.training.architecture import add_architecture_flags
+from keras_resnet.training.compilation import JIT_CHOICES
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.precision import PRECISIONS
 from keras_resnet.training.strategy import STRATEGIES
@@ -59,7 +60,11 @@ def build_train_parser() -> argparse.ArgumentParser:
                    help="auto picks from the devices and TF_CONFIG")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: mixed_float16 on GPUs, mixed_bfloat16 on TPUs and bf16 CPUs")
-    p.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--jit-compile", default="auto", choices=JIT_CHOICES,
+                   help="compile the forward/backward pass with XLA: auto decides from the "
+                        "CPU, precision and strategy (docs/training.md)")
+    p.add_argument("--jit", dest="jit_compile", action="store_const", const="on",
+                   help=argparse.SUPPRESS)  # the earlier spelling of --jit-compile on
     p.add_argument("--batch-norm", default="fused", choices=("fused", "keras"),
                    help="training-time batch norm kernel: TensorFlow's fused op (default, same "
                         "maths, faster) or Keras' layer as is; model.keras always uses Keras' layer")

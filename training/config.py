@@ -58,7 +58,7 @@ class TrainConfig:
     download: bool = False
     strategy: str = "auto"
     precision: str = "auto"
-    jit: bool = False
+    jit_compile: str = "auto"  # auto | on | off (training/compilation.py)
     batch_norm: str = "fused"
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -197,7 +197,7 @@ def resolve_config(args: Any, family: str) -> TrainConfig:
         architecture=resolve_architecture(args, args.model),
         augmentation=dict(recipe["augmentation"]), preprocessing=recipe["preprocessing"],
         flip=args.flip, data_dir=args.data_dir, download=args.download, strategy=args.strategy,
-        precision=args.precision, jit=args.jit, batch_norm=args.batch_norm,
+        precision=args.precision, jit_compile=args.jit_compile, batch_norm=args.batch_norm,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         eval_every=args.eval_every or 0,
         eval_examples=args.eval_examples, seed=args.seed, log_every=args.log_every,

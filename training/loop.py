@@ -26,6 +26,7 @@ from keras_resnet.training.checkpoints import (
     check_model_dir,
     choose_checkpoint,
 )
+from keras_resnet.training.compilation import resolve_jit_compile, xla_lowers
 from keras_resnet.training.config import TrainConfig
 from keras_resnet.training.curves import error, read_history
 from keras_resnet.training.errors import UsageError
@@ -261,7 +262,10 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
         return grads, loss, correct
 
-    if cfg.jit:
+    jit = _choose_jit(cfg, strategy, plan.device_kind, precision, forward_backward,
+                      tf.zeros([per_replica, cfg.input_size, cfg.input_size, 3]),
+                      tf.zeros([per_replica], tf.int64), chief=chief)
+    if jit:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels, stop_flag):
@@ -321,10 +325,14 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         return (tf.reduce_sum(per_example * weights), tf.reduce_sum(top1 * weights),
                 tf.reduce_sum(top5 * weights), tf.reduce_sum(weights))
 
+    # Called through a plain function: strategy.run given an XLA tf.function itself places
+    # every replica's call on the first device.
+    eval_forward = tf.function(replica_eval, jit_compile=True) if jit else replica_eval
+
     @tf.function
     @tf.autograph.experimental.do_not_convert
     def eval_step(iterator):
-        results = strategy.run(replica_eval, args=next(iterator))
+        results = strategy.run(lambda *batch: eval_forward(*batch), args=next(iterator))
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
 
     n_eval_steps = data_lib.eval_steps(source, num_pipelines, per_pipeline, cfg.eval_examples)
@@ -350,7 +358,7 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
                     "precision": precision, "strategy": plan.kind, "model": cfg.model,
                     "dataset": cfg.dataset, "recipe": cfg.recipe, "global_batch_size": global_batch,
                     "input_size": cfg.input_size, "total_steps": total_steps,
-                    "batch_norm": cfg.batch_norm, "jit": cfg.jit,
+                    "batch_norm": cfg.batch_norm, "jit_compile": jit,
                     "architecture": cfg.architecture, "zero_init_residual": cfg.zero_init_residual,
                     "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables))}
     if cfg.eval_only:
@@ -473,6 +481,30 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
            f"{eval_results['eval_top5']:.4f} ({eval_results['eval_examples']} images); "
            f"{steady_ips or 0:.1f} img/s; wrote {model_dir / 'model.keras'}", chief)
     return TrainResult(metrics, model)
+
+
+def _choose_jit(cfg: TrainConfig, strategy: Any, device_kind: str, precision: str, step: Any,
+                *example: Any, chief: bool) -> bool:
+    """``--jit-compile`` resolved, and checked by lowering ``step`` once in each replica's
+    context (a mirrored variable is read on its own device there): ``auto`` falls back to no
+    XLA when XLA cannot compile it, ``on`` is then a usage error."""
+    import tensorflow as tf
+
+    if not resolve_jit_compile(cfg.jit_compile, device_kind, precision):
+        return False
+    if device_kind == "tpu":
+        return True  # TPUs compile every step with XLA regardless
+    compiled = tf.function(step, jit_compile=True)
+    found = strategy.run(lambda: tf.constant(xla_lowers(compiled, *example) or ""))
+    problems = [p.numpy().decode() for p in strategy.experimental_local_results(found)]
+    problem = next((p for p in problems if p), None)
+    if problem is None:
+        return True
+    if cfg.jit_compile == "on":
+        raise UsageError(f"--jit-compile on: XLA cannot compile the training step ({problem}); "
+                         "use --jit-compile off")
+    _print(f"XLA cannot compile the training step ({problem}); running it without XLA", chief)
+    return False
 
 
 def _log_eval(writer: Any, csv_log: CsvLog, step: int, epoch: float, results: dict[str, Any]) -> None:
