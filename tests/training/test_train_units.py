@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from keras_resnet.training import precision, recipes, strategy
+from keras_resnet.training import compilation, precision, recipes, strategy
 from keras_resnet.training.cli import build_train_parser
 from keras_resnet.training.config import resolve_config
 from keras_resnet.training.errors import UsageError
@@ -82,6 +82,31 @@ def test_precision_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     assert precision.resolve_precision("auto", "cpu") == "float32"
     assert precision.resolve_precision("float32", "gpu") == "float32"
+
+
+def test_jit_compile_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _config("--model", "resnet20").jit_compile == "auto"
+    assert _config("--model", "resnet20", "--jit").jit_compile == "on"  # the old spelling
+    assert _config("--model", "resnet20", "--jit-compile", "off").jit_compile == "off"
+    for avx512 in (True, False):
+        monkeypatch.setattr(compilation, "has_flag", lambda *names, a=avx512: a)
+        assert compilation.resolve_jit_compile("on", "cpu", "mixed_bfloat16") is True
+        assert compilation.resolve_jit_compile("off", "cpu", "float32") is False
+        for kind, policy in (("cpu", "mixed_bfloat16"), ("gpu", "mixed_float16"),
+                             ("gpu", "float32"), ("tpu", "mixed_bfloat16")):
+            assert compilation.resolve_jit_compile("auto", kind, policy) is False
+        assert compilation.resolve_jit_compile("auto", "cpu", "float32") is (not avx512)
+
+
+def test_jit_compile_on_refuses_a_step_xla_cannot_compile(tmp_path, th) -> None:
+    # --seed turns on deterministic ops, and XLA has no deterministic max-pool gradient:
+    # "on" is a usage error naming the cause, before any step runs.
+    done = th.run_cli([*th.TINY, "--steps", "2", "--seed", "1", "--jit-compile", "on",
+                       "--model-dir", str(tmp_path / "run")])
+    assert done.returncode == 2, done.stderr
+    assert "--jit-compile on: XLA cannot compile the training step" in done.stderr
+    assert "deterministic" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_strategy_auto_from_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
