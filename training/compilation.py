@@ -4,7 +4,7 @@
 ``tf.function(jit_compile=True)``; the gradient all-reduce and the optimizer update stay outside
 XLA, so every strategy (one device, mirrored, multi-worker) runs the same compiled function and
 the cross-replica collectives are untouched. ``auto`` decides from the machine (see
-:func:`resolve_jit_compile` and docs/training.md, "Benchmark", for the figures behind it), and
+:func:`auto_wants_xla` and docs/training.md, "Benchmark", for the figures behind it), and
 falls back to no XLA when XLA cannot lower the step (:func:`xla_lowers`).
 """
 
@@ -12,28 +12,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_resnet.cpu import has_flag
-
 JIT_CHOICES = ("auto", "on", "off")
 
 
-def auto_wants_xla(device_kind: str, precision: str) -> bool:
-    """``auto``'s choice before the lowering check: XLA only where it measured faster.
+def auto_wants_xla(device_kind: str, precision: str, replicas: int) -> bool:
+    """``auto``'s choice before the lowering check.
 
-    CPUs: on for float32 on CPUs without AVX-512 (there XLA's fused element-wise code beats
-    oneDNN's AVX2 kernels plus TensorFlow's op-by-op execution); off on AVX-512 CPUs and for
-    bfloat16 (XLA's CPU convolutions do not use oneDNN's AVX512_BF16 kernels: 4.5 against 12.2
-    img/s). GPUs and TPUs: off (unmeasured here; TPUs compile with XLA regardless).
+    CPUs: off, in every precision and on every instruction set measured (docs/training.md,
+    "Benchmark"): XLA's CPU convolutions do not use oneDNN's kernels, and a ResNet-50 step ran
+    3-10x slower with XLA on an AVX-512/AVX512_BF16 CPU, in float32 and bfloat16, and with
+    oneDNN and XLA limited to AVX2. Keras' own ``jit_compile="auto"`` is off on CPU-only
+    machines too, so stock ``model.fit`` runs without XLA there. GPUs: on with one replica,
+    off under a multi-replica strategy, as Keras' ``auto`` decides (not measured here). TPUs
+    compile with XLA whatever this says.
     """
-    if device_kind != "cpu" or precision != "float32":
-        return False
-    return not has_flag("avx512f")
+    del precision  # no precision made XLA faster on a CPU; kept for the GPU rule's future
+    return device_kind == "gpu" and replicas == 1
 
 
-def resolve_jit_compile(requested: str, device_kind: str, precision: str) -> bool:
+def resolve_jit_compile(requested: str, device_kind: str, precision: str,
+                        replicas: int = 1) -> bool:
     """Map ``--jit-compile`` to whether the step is XLA-compiled (before the lowering check)."""
     if requested == "auto":
-        return auto_wants_xla(device_kind, precision)
+        return auto_wants_xla(device_kind, precision, replicas)
     return requested == "on"
 
 

@@ -490,7 +490,8 @@ def _choose_jit(cfg: TrainConfig, strategy: Any, device_kind: str, precision: st
     XLA when XLA cannot compile it, ``on`` is then a usage error."""
     import tensorflow as tf
 
-    if not resolve_jit_compile(cfg.jit_compile, device_kind, precision):
+    if not resolve_jit_compile(cfg.jit_compile, device_kind, precision,
+                               strategy.num_replicas_in_sync):
         return False
     if device_kind == "tpu":
         return True  # TPUs compile every step with XLA regardless
