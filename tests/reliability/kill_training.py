@@ -5,10 +5,11 @@ weights of an uninterrupted run.
 
 1. Runs the training command once without interruption (``DIR/reference``) and times its phases
    (start-up, steps, final evaluation and save).
-2. Starts the same command in ``DIR/killed`` and SIGKILLs it after a random (seeded) delay drawn
-   from the remaining expected run time, so that kills land in start-up, mid-step, mid-checkpoint
-   and in the final save alike; then runs the same command again, ``--kills`` times, and once
-   more without a kill so that it ends at the requested step.
+2. Starts the same command in ``DIR/killed`` and SIGKILLs it at a random (seeded) moment of the
+   attempt's expected life (a start-up time, a step plus a fraction of a step, or a time into
+   the final evaluation and save), so that kills land in start-up, mid-step, mid-checkpoint and
+   in the final save alike; then runs the same command again, ``--kills`` times, and once more
+   without a kill so that it ends at the requested step.
 3. Compares the final ``model.keras`` weights with the reference (max |difference|) and prints the
    figures: the kills, where each landed (the last logged step and the checkpoint it resumed
    from) and the difference. Exit status 0 when the run ended at the requested step with
@@ -33,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 #: Hang guard for one training process (generous: the machine may be loaded).
 PROCESS_TIMEOUT_S = 1800
 _STEP_LINE = re.compile(r"^step (\d+)/(\d+) ", re.MULTILINE)
+#: "resumed from step N": where an attempt's steps start (or, at the end, its final phase).
+_RESUMED_LINE = re.compile(r"^resumed from step (\d+)")
 _CHECKPOINT = re.compile(r'^model_checkpoint_path: "ckpt-(\d+)"', re.MULTILINE)
 
 
@@ -131,7 +134,7 @@ def _copy_lines(proc: subprocess.Popen, out, start: float) -> list[int]:
     steps = []
     for line in proc.stdout.readlines():
         out.write(f"t={time.monotonic() - start:.3f} {line}")
-        match = _STEP_LINE.match(line)
+        match = _STEP_LINE.match(line) or _RESUMED_LINE.match(line)
         if match:
             steps.append(int(match.group(1)))
     out.flush()
@@ -146,20 +149,17 @@ class Timing:
     step_s: float
     final_s: float
 
-    def moments(self, kills: int, steps: int, rng: random.Random) -> list[Moment]:
-        """``kills`` moments drawn uniformly over the uninterrupted run's wall time, in order."""
-        training = steps * self.step_s
-        moments = []
-        for t in sorted(rng.uniform(0.0, self.startup_s + training + self.final_s)
-                        for _ in range(kills)):
-            if t < self.startup_s:
-                moments.append(Moment("start-up", 0, t))
-            elif t < self.startup_s + training:
-                step, within = divmod(t - self.startup_s, self.step_s)
-                moments.append(Moment("training", int(step) + 1, within))
-            else:
-                moments.append(Moment("final", steps, t - self.startup_s - training))
-        return moments
+    def moment(self, resumed: int, steps: int, rng: random.Random) -> Moment:
+        """A moment drawn uniformly over the expected life of an attempt that resumes at
+        ``resumed``: start-up, its remaining steps, then the final evaluation and save."""
+        training = (steps - resumed) * self.step_s
+        t = rng.uniform(0.0, self.startup_s + training + self.final_s)
+        if t < self.startup_s:
+            return Moment("start-up", 0, t)
+        if t < self.startup_s + training:
+            step, within = divmod(t - self.startup_s, self.step_s)
+            return Moment("training", resumed + int(step) + 1, within)
+        return Moment("final", steps, t - self.startup_s - training)
 
 
 def time_phases(log: Path, wall: float) -> Timing:
@@ -191,17 +191,20 @@ def kill_phase(log: Path, steps: int) -> tuple[str, int | None]:
 
 
 def run_kills(args: argparse.Namespace, timing: Timing) -> tuple[list[Kill], int]:
-    """Run the command, SIGKILL it at each drawn moment and run it again, until ``args.kills``
-    kills have landed; then once more to the end. An attempt that ends before its moment (its
-    steps were already done) is simply run again. Returns the kills and the attempts made."""
-    moments = timing.moments(args.kills, args.steps, random.Random(args.seed))
+    """Run the command, SIGKILL it at a moment drawn over the attempt's expected life and run
+    it again, until ``args.kills`` kills have landed; then once more to the end. An attempt that
+    ends before its moment (it ran faster than the uninterrupted run) is run again with a new
+    moment. Returns the kills and the attempts made."""
+    rng = random.Random(args.seed)
     run_dir = args.out / "killed"
     kills: list[Kill] = []
     attempt = 0
     while True:
         attempt += 1
+        if attempt > 4 * args.kills + 10:
+            raise SystemExit(f"{attempt - 1} attempts landed only {len(kills)} kills")
         resumed = checkpoint_step(run_dir)
-        moment = moments[len(kills)] if len(kills) < len(moments) else None
+        moment = timing.moment(resumed, args.steps, rng) if len(kills) < args.kills else None
         log = args.out / f"attempt-{attempt:02d}.log"
         command = training_command(run_dir, args.steps, args.checkpoint_every, args.train_seed)
         code, wall = run_attempt(command, log, moment)
