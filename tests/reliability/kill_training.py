@@ -162,6 +162,22 @@ class Timing:
         return Moment("final", steps, t - self.startup_s - training)
 
 
+def observed(log: Path, resumed: int, wall: float, finished: bool, timing: Timing) -> Timing:
+    """``timing`` with the start-up this attempt took (when its log shows its first step) and,
+    when it ran to the end, its final phase: the machine's load changes, and phase times from
+    another moment would put kills in the wrong phase or after the end."""
+    stamps = logged_steps(log)
+    first = [t for step, t in stamps if step == resumed + 1]
+    startup = max(first[0] - timing.step_s, 0.0) if first else timing.startup_s
+    resumed_at = [float(line[2:].partition(" ")[0]) for line in log.read_text().splitlines()
+                  if _RESUMED_LINE.match(line.partition(" ")[2])]
+    if resumed_at and not first:  # nothing left to train: start-up ends at the resume line
+        startup = resumed_at[0]
+        stamps = [(resumed, resumed_at[0])]
+    final = max(wall - stamps[-1][1], 0.0) if finished and stamps else timing.final_s
+    return Timing(startup, timing.step_s, final)
+
+
 def time_phases(log: Path, wall: float) -> Timing:
     stamps = logged_steps(log)
     (first_step, first_t), (last_step, last_t) = stamps[0], stamps[-1]
@@ -208,6 +224,7 @@ def run_kills(args: argparse.Namespace, timing: Timing) -> tuple[list[Kill], int
         log = args.out / f"attempt-{attempt:02d}.log"
         command = training_command(run_dir, args.steps, args.checkpoint_every, args.train_seed)
         code, wall = run_attempt(command, log, moment)
+        timing = observed(log, resumed, wall, code == 0, timing)
         if code == -signal.SIGKILL:
             phase, last = kill_phase(log, args.steps)
             kills.append(Kill(attempt, resumed, round(wall, 2), phase, last))
