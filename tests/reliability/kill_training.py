@@ -5,11 +5,12 @@ weights of an uninterrupted run.
 
 1. Runs the training command once without interruption (``DIR/reference``) and times its phases
    (start-up, steps, final evaluation and save).
-2. Starts the same command in ``DIR/killed`` and SIGKILLs it at a random (seeded) moment of the
-   attempt's expected life (a start-up time, a step plus a fraction of a step, or a time into
-   the final evaluation and save), so that kills land in start-up, mid-step, mid-checkpoint and
-   in the final save alike; then runs the same command again, ``--kills`` times, and once more
-   without a kill so that it ends at the requested step.
+2. Draws ``--kills`` moments (seeded) uniformly over the uninterrupted run's timeline, in order:
+   a time into start-up, a step plus a fraction of a step, or a time into the final evaluation
+   and save. Starts the same command in ``DIR/killed`` and SIGKILLs it at the first moment,
+   runs the same command again and kills it at the next one, and so on; then once more without
+   a kill so that it ends at the requested step. The kills so walk through start-up, mid-step,
+   mid-checkpoint and the final save of one run.
 3. Compares the final ``model.keras`` weights with the reference (max |difference|) and prints the
    figures: the kills, where each landed (the last logged step and the checkpoint it resumed
    from) and the difference. Exit status 0 when the run ended at the requested step with
@@ -149,17 +150,22 @@ class Timing:
     step_s: float
     final_s: float
 
-    def moment(self, resumed: int, steps: int, rng: random.Random) -> Moment:
-        """A moment drawn uniformly over the expected life of an attempt that resumes at
-        ``resumed``: start-up, its remaining steps, then the final evaluation and save."""
-        training = (steps - resumed) * self.step_s
-        t = rng.uniform(0.0, self.startup_s + training + self.final_s)
-        if t < self.startup_s:
-            return Moment("start-up", 0, t)
-        if t < self.startup_s + training:
-            step, within = divmod(t - self.startup_s, self.step_s)
-            return Moment("training", resumed + int(step) + 1, within)
-        return Moment("final", steps, t - self.startup_s - training)
+    def moments(self, kills: int, steps: int, rng: random.Random) -> list[Moment]:
+        """``kills`` moments drawn uniformly over the uninterrupted run's timeline, in order:
+        each attempt is killed at the next one, so the kills walk through start-up, the steps
+        (mid-step and mid-checkpoint alike) and the final evaluation and save of one run."""
+        training = steps * self.step_s
+        moments = []
+        for t in sorted(rng.uniform(0.0, self.startup_s + training + self.final_s)
+                        for _ in range(kills)):
+            if t < self.startup_s:
+                moments.append(Moment("start-up", 0, t))
+            elif t < self.startup_s + training:
+                step, within = divmod(t - self.startup_s, self.step_s)
+                moments.append(Moment("training", int(step) + 1, within))
+            else:
+                moments.append(Moment("final", steps, t - self.startup_s - training))
+        return moments
 
 
 def observed(log: Path, resumed: int, wall: float, finished: bool, timing: Timing) -> Timing:
@@ -207,11 +213,11 @@ def kill_phase(log: Path, steps: int) -> tuple[str, int | None]:
 
 
 def run_kills(args: argparse.Namespace, timing: Timing) -> tuple[list[Kill], int]:
-    """Run the command, SIGKILL it at a moment drawn over the attempt's expected life and run
-    it again, until ``args.kills`` kills have landed; then once more to the end. An attempt that
-    ends before its moment (it ran faster than the uninterrupted run) is run again with a new
-    moment. Returns the kills and the attempts made."""
+    """Run the command, SIGKILL it at the next drawn moment and run it again, until
+    ``args.kills`` kills have landed; then once more to the end. Returns the kills and the
+    attempts made."""
     rng = random.Random(args.seed)
+    moments = timing.moments(args.kills, args.steps, rng)
     run_dir = args.out / "killed"
     kills: list[Kill] = []
     attempt = 0
@@ -220,7 +226,7 @@ def run_kills(args: argparse.Namespace, timing: Timing) -> tuple[list[Kill], int
         if attempt > 4 * args.kills + 10:
             raise SystemExit(f"{attempt - 1} attempts landed only {len(kills)} kills")
         resumed = checkpoint_step(run_dir)
-        moment = timing.moment(resumed, args.steps, rng) if len(kills) < args.kills else None
+        moment = moments[len(kills)] if len(kills) < args.kills else None
         log = args.out / f"attempt-{attempt:02d}.log"
         command = training_command(run_dir, args.steps, args.checkpoint_every, args.train_seed)
         code, wall = run_attempt(command, log, moment)
@@ -236,6 +242,10 @@ def run_kills(args: argparse.Namespace, timing: Timing) -> tuple[list[Kill], int
             raise SystemExit(f"attempt {attempt} exited {code}; see {log}")
         if moment is None:
             return kills, attempt
+        # It ended before its moment (this attempt's phase ran shorter than the reference's):
+        # the same phase again, at a moment drawn within the time it took.
+        limit = timing.startup_s if moment.phase == "start-up" else timing.final_s
+        moments[len(kills)] = Moment(moment.phase, moment.step, rng.uniform(0.0, limit))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
