@@ -207,7 +207,10 @@ def max_difference(a: Path, b: Path) -> float:
 def kill_phase(log: Path, steps: int) -> tuple[str, int | None]:
     stamps = logged_steps(log)
     if not stamps:
-        return "start-up", None
+        resumed = [_RESUMED_LINE.match(line.partition(" ")[2])
+                   for line in log.read_text().splitlines()]
+        done = any(m and int(m.group(1)) >= steps for m in resumed)
+        return ("final" if done else "start-up"), None
     last = stamps[-1][0]
     return ("final" if last >= steps else "training"), last
 
