@@ -20,7 +20,7 @@ def auto_wants_xla(device_kind: str, precision: str, replicas: int) -> bool:
 
     CPUs: off, in every precision and on every instruction set measured (docs/training.md,
     "Benchmark"): XLA's CPU convolutions do not use oneDNN's kernels, and a ResNet-50 step ran
-    3-10x slower with XLA on an AVX-512/AVX512_BF16 CPU, in float32 and bfloat16, and with
+    2.9-10x slower with XLA on an AVX-512/AVX512_BF16 CPU, in float32 and bfloat16, and with
     oneDNN and XLA limited to AVX2. Keras' own ``jit_compile="auto"`` is off on CPU-only
     machines too, so stock ``model.fit`` runs without XLA there. GPUs: on with one replica,
     off under a multi-replica strategy, as Keras' ``auto`` decides (not measured here). TPUs
