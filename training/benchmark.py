@@ -2,12 +2,16 @@
 
 Rows, all on synthetic data and measured in steady state (first steps excluded):
 
-1. stock ``keras.applications.ResNet50`` + ``model.fit`` in float32,
-2. this trainer on ``resnet50`` at the default precision, side by side in the same process,
-   then the same with ``--batch-norm keras`` and with ``--precision float32`` (what each part
-   of the speed-up is worth),
+1. stock ``keras.applications.ResNet50`` + ``model.fit`` in float32, with Keras' default
+   ``jit_compile="auto"`` (XLA where Keras can) and with XLA off,
+2. this trainer on ``resnet50`` in its default settings (precision and ``--jit-compile auto``
+   decided from the machine), side by side in the same process, then float32 (and, on CPUs with
+   native bfloat16, mixed_bfloat16) with ``--jit-compile on`` and ``off``, and the default with
+   ``--batch-norm keras`` (what each choice is worth),
 3. this trainer on ``resnet56`` at 32x32,
 4. one worker against two ``multi_worker`` processes on 127.0.0.1 (``resnet20``, 32x32).
+
+The CPU (model and kernel-relevant flags) is printed with the table.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def stock_fit_images_per_sec(batch: int, size: int, steps: int, warmup: int) -> float:
-    """Stock ``keras.applications.ResNet50`` + ``model.fit``, float32, synthetic data."""
+def stock_fit_images_per_sec(batch: int, size: int, steps: int, warmup: int,
+                             jit_compile: str | bool = "auto") -> tuple[float, bool]:
+    """Stock ``keras.applications.ResNet50`` + ``model.fit``, float32, synthetic data; returns
+    images/s and whether Keras compiled the step with XLA."""
     import keras
     import numpy as np
 
     keras.mixed_precision.set_global_policy("float32")
     model = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=1000)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=jit_compile)
     rng = np.random.RandomState(0)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
     y = rng.randint(0, 1000, batch)
@@ -53,7 +60,7 @@ def stock_fit_images_per_sec(batch: int, size: int, steps: int, warmup: int) -> 
     timer = Timer()
     model.fit(ds, epochs=1, verbose=0, callbacks=[timer])
     span = timer.ends[-1] - timer.ends[warmup - 1]
-    return steps * batch / span
+    return steps * batch / span, bool(model.jit_compile)
 
 
 def trainer_images_per_sec(model: str, batch: int, size: int, steps: int,
@@ -102,62 +109,89 @@ def workers_images_per_sec(workers: int, model: str, batch: int, size: int, step
         return json.loads((Path(tmp) / "run" / "metrics.json").read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_resnet.training.benchmark", description=__doc__,
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m keras_resnet.training.benchmark",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes for a smoke test (64x64 ResNet-50, few steps)")
     parser.add_argument("--steps", type=int, help="timed steps per row")
+    parser.add_argument("--batch", type=int, default=32, help="ResNet-50 batch (default 32)")
+    parser.add_argument("--size", type=int, help="ResNet-50 image side (default 224)")
+    parser.add_argument("--resnet50-only", action="store_true",
+                        help="only the ResNet-50 rows (no resnet56 and worker rows)")
     parser.add_argument("--skip-workers", action="store_true", help="skip the worker rows")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    size = 64 if args.quick else 224
-    steps = args.steps or (3 if args.quick else 8)
-    batch = 32
-    rows: list[tuple[str, str, float]] = []
+    return parser.parse_args(argv)
 
-    stock = stock_fit_images_per_sec(batch, size, steps, warmup=2)
-    rows.append((f"keras.applications.ResNet50 + model.fit, batch {batch}, {size}x{size}",
-                 "float32", stock))
-    ours = trainer_images_per_sec("resnet50", batch, size, steps + 2)
-    rows.append((f"keras-resnet-train resnet50, batch {batch}, {size}x{size}",
-                 ours["precision"], ours["train_images_per_sec"]))
-    keras_bn = trainer_images_per_sec("resnet50", batch, size, steps + 2,
-                                      ["--batch-norm", "keras"])
-    rows.append(("  same, --batch-norm keras (Keras' unfused layer)", keras_bn["precision"],
-                 keras_bn["train_images_per_sec"]))
-    fp32 = trainer_images_per_sec("resnet50", batch, size, steps + 2, ["--precision", "float32"])
-    rows.append(("  same, --precision float32", fp32["precision"], fp32["train_images_per_sec"]))
-    r56 = trainer_images_per_sec("resnet56", 128, 32, 6 if args.quick else 30)
-    rows.append(("keras-resnet-train resnet56, batch 128, 32x32", r56["precision"],
-                 r56["train_images_per_sec"]))
-    workers: tuple[float, float] | None = None
-    if not args.skip_workers:
-        wsteps = 6 if args.quick else 40
-        one = workers_images_per_sec(1, "resnet20", 128, 32, wsteps, threads=2)
-        two = workers_images_per_sec(2, "resnet20", 128, 32, wsteps, threads=1)
-        rows.append(("resnet20, batch 128, 32x32, 1 worker (2 threads)", one["precision"],
-                     one["train_images_per_sec"]))
-        rows.append(("resnet20, batch 128, 32x32, 2 workers on 127.0.0.1 (1 thread each)",
-                     two["precision"], two["train_images_per_sec"]))
-        workers = (one["train_images_per_sec"], two["train_images_per_sec"])
+
+Row = tuple[str, str, str, float]  # configuration, precision, XLA, images/s
+
+
+def resnet50_rows(batch: int, size: int, steps: int) -> list[Row]:
+    """Stock fit with and without XLA, then the trainer's default and its explicit choices."""
+    from keras_resnet.training.precision import cpu_has_bf16
+
+    rows: list[Row] = []
+    for jit in ("auto", False):
+        ips, used = stock_fit_images_per_sec(batch, size, steps, warmup=2, jit_compile=jit)
+        rows.append((f"stock keras.applications.ResNet50 + model.fit (jit_compile={jit!r}), "
+                     f"batch {batch}, {size}x{size}", "float32", _on(used), ips))
+    variants = [("default settings", [])]
+    precisions = ["float32"] + (["mixed_bfloat16"] if cpu_has_bf16() else [])
+    variants += [(f"--precision {p} --jit-compile {j}", ["--precision", p, "--jit-compile", j])
+                 for p in precisions for j in ("on", "off")]
+    variants.append(("default settings, --batch-norm keras", ["--batch-norm", "keras"]))
+    for label, extra in variants:
+        m = trainer_images_per_sec("resnet50", batch, size, steps + 2, extra)
+        rows.append((f"keras-resnet-train resnet50, {label}", m["precision"],
+                     _on(m["jit_compile"]), m["train_images_per_sec"]))
+    return rows
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def small_rows(quick: bool, skip_workers: bool) -> list[Row]:
+    """ResNet-56 at 32x32, and one worker against two multi_worker processes."""
+    r56 = trainer_images_per_sec("resnet56", 128, 32, 6 if quick else 30)
+    rows = [("keras-resnet-train resnet56, batch 128, 32x32", r56["precision"],
+             _on(r56["jit_compile"]), r56["train_images_per_sec"])]
+    if not skip_workers:
+        wsteps = 6 if quick else 40
+        for workers, threads in ((1, 2), (2, 1)):
+            m = workers_images_per_sec(workers, "resnet20", 128, 32, wsteps, threads=threads)
+            where = "1 worker (2 threads)" if workers == 1 else \
+                "2 workers on 127.0.0.1 (1 thread each)"
+            rows.append((f"resnet20, batch 128, 32x32, {where}", m["precision"],
+                         _on(m["jit_compile"]), m["train_images_per_sec"]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_resnet.cpu import cpu_line
+
+    size = args.size or (64 if args.quick else 224)
+    steps = args.steps or (3 if args.quick else 8)
+    rows = resnet50_rows(args.batch, size, steps)
+    if not args.resnet50_only:
+        rows += small_rows(args.quick, args.skip_workers)
+    print(f"CPU: {cpu_line()}")
     width = max(len(r[0]) for r in rows)
-    print(f"{'configuration':<{width}}  {'precision':<15} {'images/s':>9}")
-    for name, prec, ips in rows:
-        print(f"{name:<{width}}  {prec:<15} {ips:>9.2f}")
-    ratio = ours["train_images_per_sec"] / stock
-    print(f"speed-up of keras-resnet-train ({ours['precision']}) over stock model.fit (float32): "
-          f"{ratio:.2f}x (target 3x: {'met' if ratio >= 3 else 'NOT met'})")
-    print(f"fused batch norm vs Keras' layer, same precision: "
-          f"{ours['train_images_per_sec'] / keras_bn['train_images_per_sec']:.2f}x; "
-          f"trainer float32 vs stock float32: {fp32['train_images_per_sec'] / stock:.2f}x")
-    if workers:
-        print(f"two workers vs one: {workers[1] / workers[0]:.2f}x the images/s")
+    print(f"{'configuration':<{width}}  {'precision':<15} {'XLA':<4} {'images/s':>9}")
+    for name, prec, jit, ips in rows:
+        print(f"{name:<{width}}  {prec:<15} {jit:<4} {ips:>9.2f}")
+    stock, ours = rows[0][3], rows[2][3]
+    print(f"trainer default ({rows[2][1]}, XLA {rows[2][2]}) over stock model.fit "
+          f"(float32, XLA {rows[0][2]}): {ours / stock:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps([{"configuration": n, "precision": p,
-                                                "images_per_sec": i} for n, p, i in rows],
-                                              indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(
+            {"cpu": cpu_line(), "rows": [{"configuration": n, "precision": p, "xla": j,
+                                          "images_per_sec": i} for n, p, j, i in rows]},
+            indent=2) + "\n")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_resnet.training.architecture import add_architecture_flags, resolve_architecture
+from keras_resnet.training.compilation import JIT_CHOICES
 from keras_resnet.training.config import TrainConfig, default_of, resolve_config, with_overrides
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.precision import PRECISIONS
@@ -35,7 +36,7 @@ FLAG_TARGETS = {
     "weight_decay": "optim.weight_decay", "label_smoothing": "optim.label_smoothing",
     "warmup_steps": "schedule.warmup_steps",
     "steps": "run.steps", "epochs": "run.epochs", "strategy": "run.strategy",
-    "precision": "run.precision", "jit": "run.jit", "seed": "run.seed",
+    "precision": "run.precision", "jit_compile": "run.jit_compile", "seed": "run.seed",
     "checkpoint_every": "run.checkpoint_every", "eval_every": "run.eval_every",
     "log_every": "run.log_every", "eval_only": "run.eval_only",
     "model_dir": "output.model_dir", "keep_checkpoints": "output.keep_checkpoints",
@@ -154,8 +155,11 @@ def build_train_parser() -> argparse.ArgumentParser:
                    help="auto (default) picks from the devices and TF_CONFIG")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): mixed_float16 on GPUs, mixed_bfloat16 on TPUs and bf16 CPUs")
-    p.add_argument("--jit", action="store_true", default=None,
-                   help="compile the training step with XLA")
+    p.add_argument("--jit-compile", choices=JIT_CHOICES,
+                   help="compile the forward/backward pass with XLA: auto (default) decides "
+                        "from the device, precision and strategy (docs/training.md)")
+    p.add_argument("--jit", dest="jit_compile", action="store_const", const="on",
+                   help=argparse.SUPPRESS)  # the earlier spelling of --jit-compile on
     p.add_argument("--batch-norm", choices=("fused", "keras"),
                    help="training-time batch norm kernel: TensorFlow's fused op (default, same "
                         "maths, faster) or Keras' layer as is; model.keras always uses Keras' layer")

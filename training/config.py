@@ -121,7 +121,7 @@ class RunConfig:
     epochs: float | None = None
     strategy: str = "auto"
     precision: str = "auto"
-    jit: bool = False
+    jit_compile: str = "auto"  # auto | on | off (training/compilation.py)
     seed: int | None = None
     checkpoint_every: int = 500
     eval_every: int = 0  # 0: only at the end

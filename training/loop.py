@@ -161,7 +161,7 @@ def _base_metrics(cfg: TrainConfig, plan: StrategyPlan, trainer: Trainer, precis
             "precision": precision, "strategy": plan.kind, "model": cfg.model.name,
             "dataset": cfg.data.dataset, "recipe": cfg.recipe,
             "global_batch_size": cfg.optim.batch_size, "input_size": cfg.model.input_size,
-            "total_steps": total_steps, "batch_norm": cfg.model.batch_norm, "jit": cfg.run.jit,
+            "total_steps": total_steps, "batch_norm": cfg.model.batch_norm, "jit_compile": trainer.jit,
             "architecture": cfg.model.architecture,
             "zero_init_residual": cfg.model.zero_init_residual,
             "weights": cfg.model.weights, "freeze": cfg.model.freeze,
@@ -192,8 +192,9 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
     if plan.is_chief:
         _write_run_config(cfg, plan, precision, seed, total_steps,
                           strategy.num_replicas_in_sync)
-    trainer = Trainer(cfg, strategy, inputs, schedule, precision, pretrained)
-    for line in trainer.finetune_report:
+    trainer = Trainer(cfg, strategy, inputs, schedule, precision, pretrained,
+                      device_kind=plan.device_kind)
+    for line in trainer.notes:
         say(line, plan.is_chief)
     checkpointer = Checkpointer(trainer, work_dir / CHECKPOINT_DIR, cfg.output.keep_checkpoints)
     start_step = 0

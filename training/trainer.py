@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 from keras_resnet.training import data as data_lib
+from keras_resnet.training.compilation import resolve_jit_compile, xla_lowers
 from keras_resnet.training.config import TrainConfig
+from keras_resnet.training.errors import UsageError
 from keras_resnet.training.model import build_model
 
 
@@ -54,12 +56,13 @@ class Trainer:
     sync, for one configuration under one ``tf.distribute`` strategy."""
 
     def __init__(self, cfg: TrainConfig, strategy: Any, inputs: TrainInputs, schedule: Any,
-                 precision: str, pretrained: Any = None) -> None:
+                 precision: str, pretrained: Any = None, device_kind: str = "cpu") -> None:
         import keras
         import tensorflow as tf
 
         self.cfg, self.strategy, self.inputs = cfg, strategy, inputs
-        self.pretrained, self.finetune_report = pretrained, []
+        self.pretrained, self.device_kind, self.precision = pretrained, device_kind, precision
+        self.notes: list[str] = []  # lines for the run's log (fine-tuning, XLA fallback)
         self.global_batch = cfg.optim.batch_size
         self.replicas = strategy.num_replicas_in_sync
         self.classes = inputs.source.num_classes
@@ -106,8 +109,8 @@ class Trainer:
         if self.pretrained is not None:  # fresh start: the weights and a fitting classifier
             from keras_resnet.training.finetune import copy_into, freeze_summary
 
-            self.finetune_report = [copy_into(model, self.pretrained, self.inputs.source.labels),
-                                    freeze_summary(model, cfg.freeze)]
+            self.notes += [copy_into(model, self.pretrained, self.inputs.source.labels),
+                           freeze_summary(model, cfg.freeze)]
         return model
 
     @property
@@ -117,14 +120,44 @@ class Trainer:
     # -- the train step --------------------------------------------------------------------
 
     def compile_train_step(self) -> Callable[..., Any]:
-        """The one place the train step is compiled: ``tf.function`` around the distributed
-        step, with the per-replica forward/backward pass under XLA when ``run.jit``."""
+        """The one place the steps are compiled: ``tf.function`` around the distributed
+        steps, with the per-replica forward passes under XLA when ``run.jit_compile``
+        resolves to on (:mod:`keras_resnet.training.compilation`); the all-reduce and the
+        optimizer update stay outside XLA."""
         import tensorflow as tf
 
-        self._forward = self._forward_backward
-        if self.cfg.run.jit:
+        self.jit = self._choose_jit()
+        self._forward, self._eval_forward = self._forward_backward, self._replica_eval
+        if self.jit:
             self._forward = tf.function(self._forward_backward, jit_compile=True)
+            self._eval_forward = tf.function(self._replica_eval, jit_compile=True)
         return tf.function(self._distributed_train)
+
+    def _choose_jit(self) -> bool:
+        """``run.jit_compile`` resolved, and checked by lowering the step once in each
+        replica's context (a mirrored variable is read on its own device there): ``auto``
+        falls back to no XLA when XLA cannot compile it, ``on`` is then a usage error."""
+        import tensorflow as tf
+
+        requested = self.cfg.run.jit_compile
+        if not resolve_jit_compile(requested, self.device_kind, self.precision, self.replicas):
+            return False
+        if self.device_kind == "tpu":
+            return True  # TPUs compile every step with XLA regardless
+        size, per_replica = self.cfg.model.input_size, self.global_batch // self.replicas
+        example = (tf.zeros([per_replica, size, size, 3]), tf.zeros([per_replica], tf.int64))
+        compiled = tf.function(self._forward_backward, jit_compile=True)
+        found = self.strategy.run(lambda: tf.constant(xla_lowers(compiled, *example) or ""))
+        problems = [p.numpy().decode() for p in self.strategy.experimental_local_results(found)]
+        problem = next((p for p in problems if p), None)
+        if problem is None:
+            return True
+        if requested == "on":
+            raise UsageError(f"--jit-compile on: XLA cannot compile the training step "
+                             f"({problem}); use --jit-compile off")
+        self.notes.append(f"XLA cannot compile the training step ({problem}); running it "
+                          "without XLA")
+        return False
 
     def _forward_backward(self, images: Any, labels: Any) -> tuple[Any, Any, Any]:
         import keras
@@ -233,8 +266,11 @@ class Trainer:
         import keras
         import tensorflow as tf
 
+        # Through a plain function: strategy.run given an XLA tf.function itself places every
+        # replica's call on the first device.
         per_replica = self.strategy.run(
-            tf.autograph.experimental.do_not_convert(self._replica_eval), args=next(iterator))
+            tf.autograph.experimental.do_not_convert(lambda *batch: self._eval_forward(*batch)),
+            args=next(iterator))
         logits, labels, weights = (self.strategy.gather(t, axis=0) for t in per_replica)
         labels = tf.cast(labels, tf.int64)
         loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)

@@ -68,6 +68,30 @@ def test_training_step_matches_keras_batch_norm_float32(pair) -> None:
                                   np.asarray(model(x, training=False)))
 
 
+def test_training_step_under_xla_matches_keras_batch_norm(pair) -> None:
+    """``--jit-compile on`` hands the fused op to XLA (as its batch-norm-training op): same
+    outputs, gradients and moving statistics as Keras' layer run op by op."""
+    model, fused = pair
+    fused.set_weights(model.get_weights())
+    x = tf.random.stateless_normal((8, 16, 16, 3), seed=(3, 4))
+    y_ref, g_ref, s_ref = _step(model, x)
+
+    @tf.function(jit_compile=True)
+    def compiled(images):
+        with tf.GradientTape() as tape:
+            y = fused(images, training=True)
+            loss = tf.reduce_sum(y * tf.range(1.0, y.shape[-1] + 1.0))
+        return y, tape.gradient(loss, fused.trainable_variables)
+
+    assert "batch-norm-training" in compiled.experimental_get_compiler_ir(x)(stage="hlo")
+    y, grads = compiled(x)
+    np.testing.assert_allclose(np.asarray(y), y_ref, atol=1e-5)
+    for a, b in zip(grads, g_ref, strict=True):
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * (np.abs(b).max() + 1e-6))
+    for a, b in zip(fused.non_trainable_variables, s_ref, strict=True):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_layer_matches_keras_within_rounding(policy: str) -> None:
     keras.mixed_precision.set_global_policy(policy)

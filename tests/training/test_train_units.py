@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from keras_resnet.training import precision, recipes, strategy
+from keras_resnet.training import compilation, precision, recipes, strategy
 from keras_resnet.training.cli import build_train_parser, config_from_args
 from keras_resnet.training.errors import UsageError
 
@@ -84,6 +84,31 @@ def test_precision_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     assert precision.resolve_precision("auto", "cpu") == "float32"
     assert precision.resolve_precision("float32", "gpu") == "float32"
+
+
+def test_jit_compile_choice() -> None:
+    assert _config("--model", "resnet20").run.jit_compile == "auto"
+    assert _config("--model", "resnet20", "--jit").run.jit_compile == "on"  # the old spelling
+    assert _config("--model", "resnet20", "--jit-compile", "off").run.jit_compile == "off"
+    resolve = compilation.resolve_jit_compile
+    assert resolve("on", "cpu", "mixed_bfloat16") is True
+    assert resolve("off", "gpu", "mixed_float16") is False
+    # auto: never on CPUs (measured slower in every precision), on GPUs with one replica only.
+    for policy in ("float32", "mixed_bfloat16"):
+        assert resolve("auto", "cpu", policy) is False
+    assert resolve("auto", "gpu", "mixed_float16") is True
+    assert resolve("auto", "gpu", "mixed_float16", replicas=2) is False
+
+
+def test_jit_compile_on_refuses_a_step_xla_cannot_compile(tmp_path, th) -> None:
+    # --seed turns on deterministic ops, and XLA has no deterministic max-pool gradient:
+    # "on" is a usage error naming the cause, before any step runs.
+    done = th.run_cli([*th.TINY, "--steps", "2", "--seed", "1", "--jit-compile", "on",
+                       "--model-dir", str(tmp_path / "run")])
+    assert done.returncode == 2, done.stderr
+    assert "--jit-compile on: XLA cannot compile the training step" in done.stderr
+    assert "deterministic" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_strategy_auto_from_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
