@@ -39,7 +39,7 @@ def convert_onnx(model: Any, path: Path, input_shape: tuple[int, int, int], opse
     proto, _ = tf2onnx.convert.from_keras(
         model, input_signature=spec, opset=opset,
         inputs_as_nchw=[INPUT_NAME] if nchw else None)
-    set_metadata(proto, metadata)
+    onnx.helper.set_model_props(proto, metadata)  # replaces metadata_props
     onnx.save(proto, str(path))
     return describe_onnx(path)
 
@@ -53,14 +53,6 @@ def convert_onnx_float16(float_path: Path, out_path: Path) -> dict[str, Any]:
     proto = convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True)
     onnx.save(proto, str(out_path))
     return describe_onnx(out_path)
-
-
-def set_metadata(proto: Any, metadata: dict[str, str]) -> None:
-    """Replace the model's ``metadata_props`` with ``metadata``."""
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
 
 
 def describe_onnx(path: Path) -> dict[str, Any]:

@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_export import set_metadata
-
 #: Ops quantized in the int8 model. Softmax stays float so the output keeps full
 #: probability resolution; everything heavy (Conv, MatMul/Gemm, Add) is int8.
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Add", "MaxPool", "GlobalAveragePool",
@@ -117,7 +115,8 @@ def quantize_onnx_int8(float_path: Path, out_path: Path, calibration: np.ndarray
                        "QuantizeBias": chosen.quantize_bias},
     )
     proto = onnx.load(str(out_path))
-    set_metadata(proto, {**metadata, "int8_scheme": scheme, "calibration_method": method})
+    onnx.helper.set_model_props(  # replaces metadata_props
+        proto, {**metadata, "int8_scheme": scheme, "calibration_method": method})
     onnx.save(proto, str(out_path))
 
 

@@ -9,15 +9,26 @@ leaves no partial file behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 
-from .timm_weights import CHECKPOINT_FILE, CONFIG_FILE, sha256_of
+#: What a timm repository on the hub holds: the weights and the model's configuration.
+CHECKPOINT_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: Seconds the single reachability request may take.
 METADATA_TIMEOUT = 10.0
 
+
+def sha256_of(path: str) -> str:
+    """SHA-256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 def _huggingface_hub(name: str):
     try:

@@ -16,7 +16,6 @@ model is set, or loading fails naming what is unused and what is missing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,13 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from .hub import CONFIG_FILE, download, sha256_of
 from .specs import IMAGENET_LAYOUTS, NetSpec
 
 HUB_PREFIX = "timm/"
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
-CHECKPOINT_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 #: Bookkeeping buffers of PyTorch's BatchNorm with no counterpart in Keras: consumed, not loaded.
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 #: timm architecture name -> (depth, groups, width_per_group), as build_resnet takes them.
@@ -245,19 +243,10 @@ def read_config_beside(path: str) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def open_checkpoint(weights: Any) -> Checkpoint:
     """Resolve ``weights`` to a local file (downloading a hub name) and read its header."""
     source = os.fspath(weights)
     if is_hub_name(source):
-        from .hub import download
         path, digest = download(source)
     else:
         path, digest = source, sha256_of(source)

@@ -26,21 +26,20 @@ from keras_resnet.console import Parser, native_stderr_silenced, require_extra, 
 
 #: Each trainer flag (argparse dest) and the configuration field it overrides. A flag left out
 #: is None and overrides nothing: the recipe's or the dataclass' default holds.
-FLAG_TARGETS = {
-    "model": "model.name", "input_size": "model.input_size", "batch_norm": "model.batch_norm",
-    "zero_init_residual": "model.zero_init_residual",
-    "dataset": "data.dataset", "data_dir": "data.data_dir", "download": "data.download",
-    "flip": "data.flip", "cache": "data.cache", "shuffle_buffer": "data.shuffle_buffer",
-    "mean_images": "data.mean_images", "eval_examples": "data.eval_examples",
-    "batch_size": "optim.batch_size", "learning_rate": "optim.base_learning_rate",
-    "weight_decay": "optim.weight_decay", "label_smoothing": "optim.label_smoothing",
-    "warmup_steps": "schedule.warmup_steps",
-    "steps": "run.steps", "epochs": "run.epochs", "strategy": "run.strategy",
-    "precision": "run.precision", "jit_compile": "run.jit_compile", "seed": "run.seed",
-    "checkpoint_every": "run.checkpoint_every", "eval_every": "run.eval_every",
-    "log_every": "run.log_every", "eval_only": "run.eval_only",
-    "model_dir": "output.model_dir", "keep_checkpoints": "output.keep_checkpoints",
+FLAG_PIECES = {
+    "model": ("model", "input_size", "batch_norm", "zero_init_residual"),
+    "data": ("dataset", "data_dir", "download", "flip", "cache", "shuffle_buffer",
+             "mean_images", "eval_examples"),
+    "optim": ("batch_size", "learning_rate", "weight_decay", "label_smoothing"),
+    "schedule": ("warmup_steps",),
+    "run": ("steps", "epochs", "strategy", "precision", "jit_compile", "seed",
+            "checkpoint_every", "eval_every", "log_every", "eval_only"),
+    "output": ("model_dir", "keep_checkpoints"),
 }
+#: The flags whose configuration field has another name.
+FIELD_OF_FLAG = {"model": "name", "learning_rate": "base_learning_rate"}
+FLAG_TARGETS = {dest: f"{piece}.{FIELD_OF_FLAG.get(dest, dest)}"
+                for piece, dests in FLAG_PIECES.items() for dest in dests}
 #: Inclusive ranges of the integer flags (beyond them a run could not fit in memory or time).
 INT_RANGES = {"steps": (1, 10**9), "batch_size": (1, 2**20), "checkpoint_every": (1, 10**9),
               "keep_checkpoints": (1, 10**4), "eval_every": (0, 10**9),

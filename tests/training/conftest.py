@@ -19,6 +19,21 @@ TINY = ["--model", "resnet20", "--input-size", "16", "--batch-size", "32", "--lo
         "--eval-examples", "64", "--mean-images", "256", "--threads", "1"]
 
 
+@pytest.fixture
+def no_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a model is built, a strategy created or a dataset opened before the
+    error it expects."""
+    from keras_resnet.training import data, loop, trainer
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("heavy work started before validation")
+
+    monkeypatch.setattr(trainer, "build_model", forbidden)
+    monkeypatch.setattr(loop, "create_strategy", forbidden)
+    monkeypatch.setattr(data.sources, "load_digits_arrays", forbidden)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+
+
 def train_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("TF_CONFIG", None)

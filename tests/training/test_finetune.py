@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from keras_resnet.training import cli, data, finetune, loop, trainer
+from keras_resnet.training import cli, finetune
 from keras_resnet.training.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,17 +74,6 @@ def _fine_tune(digits, model_dir: Path, *extra: str):
 
 
 # --- bad input: one error line, exit 2, before heavy work ------------------------------------
-
-@pytest.fixture
-def no_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    def forbidden(*args, **kwargs):
-        raise AssertionError("heavy work started before validation")
-
-    monkeypatch.setattr(trainer, "build_model", forbidden)
-    monkeypatch.setattr(loop, "create_strategy", forbidden)
-    monkeypatch.setattr(data.sources, "load_digits_arrays", forbidden)
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-
 
 def _fails(capsys, argv: list[str], expected: str) -> str:
     code = cli.train_main(argv)

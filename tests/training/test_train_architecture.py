@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from keras_resnet.training import cli, data, trainer
+from keras_resnet.training import cli
 from keras_resnet.training.checkpoints import check_model_dir
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.model import build_model
@@ -83,13 +83,8 @@ def test_network_options_are_recorded_and_part_of_the_identity(tmp_path: Path) -
     (["--model", "resnet18", "--groups", "2"], "resnet18: groups and width_per_group apply to "
                                                "bottleneck networks only"),
 ])
-def test_bad_network_flags(tmp_path: Path, capsys, monkeypatch, flags: list[str],
+def test_bad_network_flags(tmp_path: Path, capsys, no_heavy_work, flags: list[str],
                            expected: str) -> None:
-    def forbidden(*args, **kwargs):
-        raise AssertionError("heavy work started before validation")
-
-    monkeypatch.setattr(trainer, "build_model", forbidden)
-    monkeypatch.setattr(data.sources, "load_digits_arrays", forbidden)
     code = cli.train_main(["--model", "resnet20", "--steps", "2", "--model-dir",
                            str(tmp_path / "run"), *flags])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
