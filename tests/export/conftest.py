@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,24 @@ LABELS = [str(i) for i in range(10)]
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ResNet-8 (CIFAR family) trained on digits to convergence (10 epochs, ~98.7 % test
     top-1), taking raw pixels 0..255, saved as the trainer does: model.keras + labels.json.
-    (At 5 epochs, 96 %, the 7-bit int8 ONNX weights flip 5 of 300 low-margin answers.)"""
+    (At 5 epochs, 96 %, the 7-bit int8 ONNX weights flip 5 of 300 low-margin answers.)
+    Trained once per test run: under pytest-xdist the workers share it through a lock."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder every worker's base temp lives in
+    folder = root / "digits-resnet8"
+    with FileLock(str(root / "digits-resnet8.lock")):
+        if not (folder / "model.keras").is_file():
+            staging = root / "digits-resnet8.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            _train_digits_resnet8(staging)
+            staging.rename(folder)
+    return folder / "model.keras"
+
+
+def _train_digits_resnet8(folder: Path) -> None:
     import keras
 
     import keras_resnet
@@ -31,9 +50,8 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.fit(x, y, batch_size=32, epochs=10, verbose=0)
     accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
     assert accuracy > 0.9, f"the test model did not learn digits (accuracy {accuracy:.3f})"
-    folder = tmp_path_factory.mktemp("trained")
+    folder.mkdir(parents=True)
     model.save(folder / "model.keras")
     (folder / "labels.json").write_text(json.dumps(
         {"labels": LABELS, "input_size": 32, "preprocessing": "raw RGB 0..255, rescaled in "
          "the model"}))
-    return folder / "model.keras"

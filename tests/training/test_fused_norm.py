@@ -84,10 +84,18 @@ def test_training_step_under_xla_matches_keras_batch_norm(pair) -> None:
         return y, tape.gradient(loss, fused.trainable_variables)
 
     # A seeded run earlier in this process may have made ops deterministic (a process-wide
-    # switch that seeded runs turn on again), which XLA refuses for max-pool gradients.
-    tf.config.experimental.disable_op_determinism()
-    assert "batch-norm-training" in compiled.experimental_get_compiler_ir(x)(stage="hlo")
-    y, grads = compiled(x)
+    # switch), which XLA refuses for max-pool gradients; TensorFlow's public API can only turn
+    # it on, so its own module turns it off for this test.
+    from tensorflow.python.framework import config as tf_config
+
+    deterministic = tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()
+    try:
+        assert "batch-norm-training" in compiled.experimental_get_compiler_ir(x)(stage="hlo")
+        y, grads = compiled(x)
+    finally:
+        if deterministic:
+            tf_config.enable_op_determinism()
     np.testing.assert_allclose(np.asarray(y), y_ref, atol=1e-5)
     for a, b in zip(grads, g_ref, strict=True):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * (np.abs(b).max() + 1e-6))

@@ -129,6 +129,10 @@ def _tfds_builder(name: str, data_dir: str | None, download: bool) -> Any:
     """The prepared tfds builder of ``name``; UsageError when it cannot be had offline."""
     import tensorflow_datasets as tfds
 
+    family = name.split(":")[0].split("/")[0]
+    if family not in tfds.list_builders(with_community_datasets=False):  # offline, no lookup
+        raise UsageError(f"unknown tensorflow-datasets set {name!r} (not available offline): "
+                         f"{family!r} is not in tensorflow-datasets' catalogue")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as exc:  # tfds raises several types for unknown names
