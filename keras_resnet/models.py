@@ -55,74 +55,56 @@ def _layout_and_variant(depth: int, family: str, variant: str | None, layout: st
 
 
 def build_resnet(
-    depth: int,
-    *,
-    family: str = "imagenet",
-    variant: str | None = None,
-    layout: str | None = None,
-    groups: int = 1,
-    width_per_group: int = 64,
-    widen_factor: int = 1,
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor: Any = None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int | None = None,
-    classifier_activation: str | None = "softmax",
-    name: str | None = None,
-    shortcut: str | None = None,
-    residual: bool = True,
-    zero_init_residual: bool = False,
-    drop_path_rate: float = 0.0,
+    depth: int, *, family: str = "imagenet", variant: str | None = None,
+    layout: str | None = None, groups: int = 1, width_per_group: int = 64,
+    widen_factor: int = 1, include_top: bool = True, weights: str | None = None,
+    input_tensor: Any = None, input_shape: tuple | None = None, pooling: str | None = None,
+    classes: int | None = None, classifier_activation: str | None = "softmax",
+    name: str | None = None, shortcut: str | None = None, residual: bool = True,
+    zero_init_residual: bool = False, drop_path_rate: float = 0.0,
     include_preprocessing: bool = False,
 ) -> keras.Model:
     """Build a residual network of any valid depth.
 
     Args:
-        depth: 18, 34, 50, 101, 152 or 200 for ``family="imagenet"`` (Table 1);
-            6n + 2 (8, 14, 20, ...) for ``family="cifar"`` (section 4.2).
+        depth: 18, 34, 50, 101, 152 or 200 for ``family="imagenet"`` (Table 1); 6n + 2
+            (8, 14, 20, ...) for ``family="cifar"`` (section 4.2).
         family: ``"imagenet"`` or ``"cifar"``.
-        variant: ``"v1"`` (the paper: a bottleneck's stride on its first 1x1),
-            ``"v1.5"`` (stride on the 3x3, as torchvision and MLPerf) or ``"v2"``
-            (pre-activation, He et al. 2016). Default: "v1", or "v1.5" for
-            ``layout="torch"`` and timm weights.
-        layout: ``"keras"`` (keras.applications: conv biases in the ImageNet
-            family, BN epsilon 1.001e-5) or ``"torch"`` (torchvision/timm: no conv
-            biases, BN epsilon 1e-5). Default: what ``weights`` need, else "keras".
+        variant: ``"v1"`` (the paper: a bottleneck's stride on its first 1x1), ``"v1.5"``
+            (stride on the 3x3, as torchvision and MLPerf) or ``"v2"`` (pre-activation, He et
+            al. 2016). Default: "v1", or "v1.5" for ``layout="torch"`` and timm weights.
+        layout: ``"keras"`` (keras.applications: conv biases in the ImageNet family, BN
+            epsilon 1.001e-5) or ``"torch"`` (torchvision/timm: no conv biases, BN epsilon
+            1e-5). Default: what ``weights`` need, else "keras".
         groups, width_per_group: ResNeXt / Wide ResNet bottlenecks (ImageNet).
         widen_factor: Wide ResNet width multiplier (CIFAR).
         include_top, weights, input_tensor, input_shape, pooling, classes,
-            classifier_activation, name: as in ``keras.applications``, except
-            that ``weights`` defaults to ``None`` (nothing is downloaded unless
-            asked). ``weights`` is ``None``, ``"imagenet"``, a timm name such as
-            ``"timm/resnet50.a1_in1k"`` (see :func:`keras_resnet.list_weights`) or a
-            file: ``.safetensors`` (timm), ``.h5``, ``.weights.h5`` or ``.keras``.
-        shortcut: ``"A"`` zero-padded identity, ``"B"`` projection where the
-            channels grow, ``"C"`` projection everywhere (section 3.3). Default:
-            B for ImageNet, A for CIFAR.
+            classifier_activation, name: as in ``keras.applications``, except that
+            ``weights`` defaults to ``None`` (nothing is downloaded unless asked). ``weights``
+            is ``None``, ``"imagenet"``, a timm name such as ``"timm/resnet50.a1_in1k"``
+            (:func:`keras_resnet.list_weights`) or a file: ``.safetensors`` (timm), ``.h5``,
+            ``.weights.h5`` or ``.keras``.
+        shortcut: ``"A"`` zero-padded identity, ``"B"`` projection where the channels grow,
+            ``"C"`` projection everywhere (section 3.3). Default: B for ImageNet, A for CIFAR.
         residual: ``False`` builds the plain counterpart (Figure 3, middle).
-        zero_init_residual: start each residual branch at zero (last BN gamma,
-            or last conv of a pre-activation block; Goyal et al. 2017).
-        drop_path_rate: stochastic depth; block i of N drops its branch with
-            probability ``rate * i / (N - 1)``.
-        include_preprocessing: put the weights' input normalisation in the model
-            (a ``Rescaling`` layer), so it takes RGB pixels in [0, 255].
+        zero_init_residual: start each residual branch at zero (last BN gamma, or last conv
+            of a pre-activation block; Goyal et al. 2017).
+        drop_path_rate: stochastic depth; block i of N drops its branch with probability
+            ``rate * i / (N - 1)``.
+        include_preprocessing: put the weights' input normalisation in the model (a
+            ``Rescaling`` layer), so it takes RGB pixels in [0, 255].
     """
     layout, variant = _layout_and_variant(depth, family, variant, layout, weights)
     spec = with_layout(_spec(depth, family, variant, groups, width_per_group, widen_factor),
                        layout)
-    prefix = "resnet" if residual else "plain"
     suffix = "v2" if variant == "v2" else ""
-    default_name = f"{prefix}{depth}{suffix}"
     return build_network(spec, NetworkArgs(
-        name=name or default_name, weights_name=f"resnet{depth}{suffix}",
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
+        name=name or f"{'resnet' if residual else 'plain'}{depth}{suffix}",
+        weights_name=f"resnet{depth}{suffix}", include_top=include_top, weights=weights,
+        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, shortcut=shortcut, residual=residual,
         zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate,
-        include_preprocessing=include_preprocessing,
-    ))
+        include_preprocessing=include_preprocessing))
 
 
 #: registry name -> (builder name, depth, build_resnet options). WRN-28-10 is the
