@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from keras_resnet.hub import sha256_of
+
 from .errors import UsageError
 
 MANIFEST_NAME = "manifest.json"
@@ -23,11 +25,7 @@ def sha256_path(path: Path) -> str:
     """SHA-256 of a file, or of a directory as the hash of its sorted (path, file hash) list."""
     path = Path(path)
     if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return sha256_of(str(path))
     if path.is_dir():
         lines = [f"{p.relative_to(path).as_posix()}\0{sha256_path(p)}\n"
                  for p in sorted(path.rglob("*")) if p.is_file()]
