@@ -59,7 +59,9 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="keras-resnet-models", description=__doc__.splitlines()[0])
+    parser = Parser(prog="keras-resnet-models",
+                    description="The table of every registered model: family, input size, "
+                                "parameters and multiply-adds, a row per model as it is counted.")
     parser.add_argument("names", nargs="*", help="registry names (default: all)")
     parser.add_argument("--family", choices=["imagenet", "cifar"])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
