@@ -24,6 +24,9 @@ ZOO_SETTINGS = ("weights", "freeze", "plain", "shortcut", "variant", "drop_path_
                 "zero_init_residual", "widen_factor", "groups", "width_per_group",
                 "batch_norm", "input_size")
 _POSITIONAL = ("help", "model", "dataset", "model_dir")
+#: The ``model`` a run of a network built in code records (its Keras name is no identity:
+#: Keras numbers it by creation order); ``network`` holds its fingerprint.
+CODE_NETWORK = "in-code"
 
 
 def setting_actions() -> dict[str, argparse.Action]:
@@ -105,7 +108,7 @@ def _network_plan(model: Any, settings: dict[str, Any]) -> tuple[str, str, Any]:
                 name == "input_size" and settings[name] == network.input_size):
             raise UsageError(f"train(): {name}= applies to zoo networks; a network built in "
                              f"code is trained as built (it takes {network.input_size} px)")
-    return model.name, "cifar" if network.input_size <= 64 else "imagenet", network
+    return CODE_NETWORK, "cifar" if network.input_size <= 64 else "imagenet", network
 
 
 def _plan(model: Any, data: Any, model_dir: Any, validation: Any,

@@ -35,7 +35,7 @@ class ModelConfig:
     """The network: zoo name, image side, builder options, input normalisation and the
     training-time batch norm kernel (``model.keras`` always uses Keras' layer)."""
 
-    model: str  # zoo name, or the name of a network built in code (then ``network`` is set)
+    model: str  # zoo name, or "in-code" for a network built in code (then ``network`` is set)
     input_size: int
     preprocessing: str = "per_pixel_mean"
     zero_init_residual: bool = False
