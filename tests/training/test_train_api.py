@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 SIZE = 16
-FAST = {"batch_size": 16, "seed": 0, "log_every": 2, "threads": 1, "mean_images": 64}
+FAST = {"batch_size": 16, "seed": 0, "log_every": 2, "threads": 1, "mean_images": 64,
+        "precision": "float32"}
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +51,8 @@ def _truncate(src: Path, dst: Path, step: int) -> None:
 
 
 def test_network_built_in_code_trains_and_resumes_exactly(tmp_path: Path, digits) -> None:
-    import tensorflow as tf
-
     import keras_resnet.training as kt
+    import tensorflow as tf
 
     x, y, xt, yt = digits
     settings = {**FAST, "steps": 6, "checkpoint_every": 3, "learning_rate": 0.05}
@@ -93,7 +93,6 @@ def test_zoo_network_on_arrays_records_their_range(tmp_path: Path, digits) -> No
     """A zoo network trained on 0..1 arrays is saved taking 0..1 (a layer in front maps
     them to the pixels 0..255 it normalises), and labels.json says so."""
     import keras
-
     import keras_resnet.training as kt
 
     x, y, xt, yt = digits
@@ -109,18 +108,17 @@ def test_zoo_network_on_arrays_records_their_range(tmp_path: Path, digits) -> No
 
 def test_command_line_and_python_give_the_same_run(tmp_path: Path) -> None:
     import keras
-
     import keras_resnet.training as kt
     from keras_resnet.training.cli import train_main
 
     flags = ["--input-size", "16", "--batch-size", "16", "--steps", "2", "--seed", "0",
              "--log-every", "1", "--eval-examples", "32", "--mean-images", "64",
-             "--learning-rate", "0.05", "--threads", "1"]
+             "--learning-rate", "0.05", "--threads", "1", "--precision", "float32"]
     assert train_main(["--model", "resnet20", "--dataset", "digits", "--model-dir",
                        str(tmp_path / "cli"), *flags]) == 0
     result = kt.train("resnet20", "digits", tmp_path / "py", input_size=16, batch_size=16,
                       steps=2, seed=0, log_every=1, eval_examples=32, mean_images=64,
-                      learning_rate=0.05, threads=1)
+                      learning_rate=0.05, threads=1, precision="float32")
     cli_run = json.loads((tmp_path / "cli" / "run_config.json").read_text())
     py_run = json.loads((tmp_path / "py" / "run_config.json").read_text())
     assert cli_run["identity"] == py_run["identity"]
