@@ -120,6 +120,9 @@ def _plan(model: Any, data: Any, model_dir: Any, validation: Any,
     if not in_memory and any(settings.get(k) is not None for k in DATA_SETTINGS[:3]):
         raise UsageError("train(): input_range=, mean= and std= describe in-memory data; a "
                          "source name gives RGB pixels 0..255")
+    from keras_resnet.training.cli import check_flags
+
+    check_flags(args)  # the numeric settings, before any data is read
     plan = _Plan(args, family, network)
     if in_memory or validation is not None:
         _plan_data(plan, data, validation, settings)

@@ -319,6 +319,9 @@ def evaluate_from_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UsageError(f"no model at {str(model_path)!r}")
     info = _run_config(model_path.parent / "run_config.json")
     dataset = args.dataset or info.get("dataset")
+    if str(dataset).startswith("in-memory:"):
+        raise UsageError("the model was trained on in-memory data: give --dataset (a source "
+                         "with its classes)")
     if not dataset:
         raise UsageError("--dataset is needed (no run_config.json next to the model)")
     from keras_resnet.training import data
@@ -327,8 +330,21 @@ def evaluate_from_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data.check_dataset_name(dataset)
     results = evaluate_model(model_path, dataset, data_dir=args.data_dir or info.get("data_dir"),
                              input_size=args.input_size, batch_size=args.batch_size,
-                             limit=args.eval_examples, augmentation=info.get("augmentation"))
+                             limit=args.eval_examples, augmentation=info.get("augmentation"),
+                             contract=_recorded_contract(model_path))
     return {**results, "model": str(model_path), "dataset": dataset}
+
+
+def _recorded_contract(model_path: Path) -> Any:
+    """The input contract labels.json beside the model records (pixels 0..255 if none)."""
+    from keras_resnet.training.in_memory import Contract
+
+    path = model_path.with_name("labels.json")
+    try:
+        labels = json.loads(path.read_text()) if path.is_file() else {}
+        return Contract.recorded(labels if isinstance(labels, dict) else {})
+    except (OSError, ValueError, TypeError):
+        raise UsageError(f"{str(path)!r} is not a readable labels file") from None
 
 
 def _run_config(path: Path) -> dict[str, Any]:

@@ -53,6 +53,22 @@ class Contract:
         a, b = self.affine()
         return (x - a.astype(np.float32)) / b.astype(np.float32)
 
+    def to_data(self, pixels: Any) -> Any:
+        """RGB pixels 0..255 (numpy or tensor) -> the data's contract."""
+        a, b = self.affine()
+        return pixels * b.astype(np.float32) + a.astype(np.float32)
+
+    @classmethod
+    def recorded(cls, labels: dict[str, Any]) -> Contract:
+        """The contract a run's labels.json records (raw pixels 0..255 when it has none)."""
+        found = labels.get("input_range")
+        if not isinstance(found, list) or len(found) != 2:
+            return cls()
+        mean, std = labels.get("mean"), labels.get("std")
+        return cls((float(found[0]), float(found[1])),
+                   tuple(mean) if mean is not None else None,
+                   tuple(std) if std is not None else None)
+
     def layer(self, *, to_data: bool, name: str) -> Any:
         """A Keras ``Normalization`` layer (safe to load) mapping pixels 0..255 to the data
         (``to_data``) or the data to pixels 0..255."""
