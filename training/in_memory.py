@@ -198,7 +198,7 @@ def array_source(name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
     def shard_size(split: str, index: int, count: int, limit: int | None) -> int:
         return len(range(index, len(splits[split][1][:limit]), count))
 
-    n_train, n_test = len(splits["train"][1]), len(splits["test"][1])
+    n_train, n_test = (len(splits[s][1]) if s in splits else 0 for s in ("train", "test"))
     return Source(name, labels, True, f"in-memory images ({n_train} train / {n_test} test, "
                   f"{contract.describe()})", examples, shard_size,
                   decode=lambda raw: tf.cast(contract.to_pixels(raw), tf.float32))

@@ -96,7 +96,7 @@ class CodeNetwork:
                              ) from None
         clone.set_weights(self.model.get_weights())
         self.trained = clone
-        if contract.is_raw_pixels:
+        if contract is None or contract.is_raw_pixels:  # None: a source name, pixels 0..255
             return clone
         size = self.input_size
         inputs = keras.Input((size, size, 3), dtype="float32", name="pixels")
