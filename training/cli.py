@@ -129,8 +129,10 @@ def add_budget_flags(p: argparse.ArgumentParser) -> None:
 
 def build_train_parser() -> argparse.ArgumentParser:
     p = Parser(prog="keras-resnet-train",
-                description="Train a keras_resnet model with one tf.distribute loop "
-                            "(see docs/training.md).")
+                description="Train a keras_resnet model with one tf.distribute loop; the "
+                            "command-line mirror of keras_resnet.training.train(), whose "
+                            "keywords are these flags with underscores (see "
+                            "docs/training.md).")
     p.add_argument("--model", required=True, help="model name (keras_resnet.list_models())")
     p.add_argument("--dataset",
                    help="digits (default, offline) | synthetic | cifar10 | cifar100 | "
