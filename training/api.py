@@ -117,9 +117,10 @@ def _plan(model: Any, data: Any, model_dir: Any, validation: Any,
     in_memory = not isinstance(data, str)
     args = settings_namespace(name, data if not in_memory else "in-memory", model_dir,
                               settings)
-    if not in_memory and any(settings.get(k) is not None for k in DATA_SETTINGS[:3]):
-        raise UsageError("train(): input_range=, mean= and std= describe in-memory data; a "
-                         "source name gives RGB pixels 0..255")
+    if not in_memory and any(settings.get(k) is not None for k in DATA_SETTINGS):
+        raise UsageError("train(): input_range=, mean=, std= and class_names= describe "
+                         "in-memory data; a source name gives RGB pixels 0..255 and its "
+                         "own class names")
     from keras_resnet.training.cli import check_flags
 
     check_flags(args)  # the numeric settings, before any data is read
