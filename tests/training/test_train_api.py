@@ -83,6 +83,11 @@ def test_network_built_in_code_trains_and_resumes_exactly(tmp_path: Path, digits
     saved = keras.saving.load_model(tmp_path / "resumed" / "model.keras", safe_mode=True)
     top1 = float(np.mean(np.argmax(saved.predict(xt, verbose=0), -1) == yt))
     assert top1 == pytest.approx(resumed.metrics["eval_top1"], abs=1e-6)
+    # keras-resnet-eval's mirror feeds it digits' pixels 0..255 in the recorded range 0..1
+    # (the same 48 test images; float rounding may flip at most one near-tie).
+    measured = kt.evaluate(tmp_path / "resumed", "digits", eval_examples=48)
+    assert measured["examples"] == 48
+    assert measured["top1"] == pytest.approx(top1, abs=1 / 48 + 1e-9)
 
     with pytest.raises(kt.UsageError, match="holds a different run.*network"):
         kt.train(small_net(softmax=False), (x, y), tmp_path / "whole", validation=(xt, yt),
