@@ -175,7 +175,7 @@ class FiniteLoss:
         optim = self.cfg.optim
         raise UsageError(
             f"the loss became {loss} at step {state.step} (peak learning rate "
-            f"{optim.learning_rate:g}, weight decay {optim.weight_decay:g}, label smoothing "
+            f"{optim.peak_learning_rate:g}, weight decay {optim.weight_decay:g}, label smoothing "
             f"{optim.label_smoothing:g}); a lower --learning-rate usually helps, and the "
             "checkpoints before this step are kept")
 

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from keras_resnet.training.config import upgrade_identity
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.outputs import read_json
 
@@ -132,7 +133,7 @@ def _check_identity(model_dir: Path, identity: dict[str, Any]) -> bool:
         raise UsageError(f"--model-dir {str(model_dir)!r} holds checkpoints or a model not "
                          "written by keras-resnet-train; use a new --model-dir")
     try:
-        previous = read_json(config_path).get("identity", {})
+        previous = upgrade_identity(read_json(config_path).get("identity", {}))
     except (OSError, ValueError, AttributeError):
         raise UsageError(f"--model-dir {str(model_dir)!r} has an unreadable {RUN_CONFIG}") from None
     diffs = _differences(previous, identity)

@@ -17,29 +17,22 @@ from typing import Any
 
 from keras_resnet.training.architecture import add_architecture_flags, resolve_architecture
 from keras_resnet.training.compilation import JIT_CHOICES
-from keras_resnet.training.config import TrainConfig, default_of, resolve_config, with_overrides
+from keras_resnet.training.config import (
+    DERIVED_SETTINGS,
+    PIECE_OF,
+    TrainConfig,
+    default_of,
+    resolve_config,
+    with_overrides,
+)
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.precision import PRECISIONS
 from keras_resnet.training.strategy import STRATEGIES
 
 from keras_resnet.console import Parser, native_stderr_silenced, require_extra, run_command
 
-#: Each trainer flag (argparse dest) and the configuration field it overrides. A flag left out
-#: is None and overrides nothing: the recipe's or the dataclass' default holds.
-FLAG_PIECES = {
-    "model": ("model", "input_size", "batch_norm", "zero_init_residual"),
-    "data": ("dataset", "data_dir", "download", "flip", "cache", "shuffle_buffer",
-             "mean_images", "eval_examples"),
-    "optim": ("batch_size", "learning_rate", "weight_decay", "label_smoothing"),
-    "schedule": ("warmup_steps",),
-    "run": ("steps", "epochs", "strategy", "precision", "jit_compile", "seed",
-            "checkpoint_every", "eval_every", "log_every", "eval_only"),
-    "output": ("model_dir", "keep_checkpoints"),
-}
-#: The flags whose configuration field has another name.
-FIELD_OF_FLAG = {"model": "name", "learning_rate": "base_learning_rate"}
-FLAG_TARGETS = {dest: f"{piece}.{FIELD_OF_FLAG.get(dest, dest)}"
-                for piece, dests in FLAG_PIECES.items() for dest in dests}
+#: Flags that are no configuration field: how the run is made, not what it is.
+RUN_ONLY_FLAGS = ("threads", "recipe", "weights", "freeze")
 #: Inclusive ranges of the integer flags (beyond them a run could not fit in memory or time).
 INT_RANGES = {"steps": (1, 10**9), "batch_size": (1, 2**20), "checkpoint_every": (1, 10**9),
               "keep_checkpoints": (1, 10**4), "eval_every": (0, 10**9),
@@ -87,15 +80,21 @@ def check_flags(args: Any) -> None:
     check_ranges(args)
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"piece.field": value}`` for each flag given, and the network's full builder
-    options (``model.architecture``) from the network flags."""
-    given = {target: getattr(args, dest) for dest, target in FLAG_TARGETS.items()
-             if getattr(args, dest, None) is not None}
-    return {**given, "model.architecture": resolve_architecture(args, args.model)}
+def overrides_from_args(args: argparse.Namespace,
+                        architecture: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{setting: value}`` for each configuration flag given (a flag's name is its
+    setting's), and the network's full builder options (``architecture``) from the network
+    flags (or as given: ``{}`` for a network built in code)."""
+    given = {dest: value for dest, value in vars(args).items()
+             if value is not None and dest not in RUN_ONLY_FLAGS
+             and (dest in PIECE_OF or dest in DERIVED_SETTINGS)}
+    if architecture is None:
+        architecture = resolve_architecture(args, args.model)
+    return {**given, "architecture": architecture}
 
 
-def config_from_args(args: argparse.Namespace, family: str) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, family: str,
+                     architecture: dict[str, Any] | None = None) -> TrainConfig:
     """The run's configuration: the recipe ``--recipe`` picks, the flags as overrides.
     Raises :class:`UsageError` naming the flag on bad input."""
     from keras_resnet.training.recipes import load_recipe
@@ -103,7 +102,7 @@ def config_from_args(args: argparse.Namespace, family: str) -> TrainConfig:
     recipe = args.recipe or ("finetune" if getattr(args, "weights", None) else None)
     load_recipe(recipe or ("cifar" if family == "cifar" else "imagenet"))  # errors first
     check_flags(args)
-    return resolve_config(recipe, overrides_from_args(args), family)
+    return resolve_config(recipe, overrides_from_args(args, architecture), family)
 
 
 def add_finetune_flags(p: argparse.ArgumentParser) -> None:
@@ -130,8 +129,10 @@ def add_budget_flags(p: argparse.ArgumentParser) -> None:
 
 def build_train_parser() -> argparse.ArgumentParser:
     p = Parser(prog="keras-resnet-train",
-                description="Train a keras_resnet model with one tf.distribute loop "
-                            "(see docs/training.md).")
+                description="Train a keras_resnet model with one tf.distribute loop; the "
+                            "command-line mirror of keras_resnet.training.train(), whose "
+                            "keywords are these flags with underscores (see "
+                            "docs/training.md).")
     p.add_argument("--model", required=True, help="model name (keras_resnet.list_models())")
     p.add_argument("--dataset",
                    help="digits (default, offline) | synthetic | cifar10 | cifar100 | "
@@ -162,8 +163,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-norm", choices=("fused", "keras"),
                    help="training-time batch norm kernel: TensorFlow's fused op (default, same "
                         "maths, faster) or Keras' layer as is; model.keras always uses Keras' layer")
-    p.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints ({default_of('run.checkpoint_every')})")
-    p.add_argument("--keep-checkpoints", type=int, help=f"checkpoints kept ({default_of('output.keep_checkpoints')})")
+    p.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints ({default_of('checkpoint_every')})")
+    p.add_argument("--keep-checkpoints", type=int, help=f"checkpoints kept ({default_of('keep_checkpoints')})")
     p.add_argument("--eval-every", type=int,
                    help="steps between evaluations (0: only at the end)")
     p.add_argument("--eval-examples", type=int, help="evaluate on the first N test images only")
@@ -174,13 +175,13 @@ def build_train_parser() -> argparse.ArgumentParser:
                         "deterministic")
     add_architecture_flags(p)
     add_finetune_flags(p)
-    p.add_argument("--log-every", type=int, help=f"steps between log lines ({default_of('run.log_every')})")
+    p.add_argument("--log-every", type=int, help=f"steps between log lines ({default_of('log_every')})")
     p.add_argument("--cache", action="store_true", default=None,
                    help="cache the decoded dataset in memory")
-    p.add_argument("--shuffle-buffer", type=int, help=f"shuffle buffer size ({default_of('data.shuffle_buffer')})")
+    p.add_argument("--shuffle-buffer", type=int, help=f"shuffle buffer size ({default_of('shuffle_buffer')})")
     p.add_argument("--mean-images", type=int,
                    help="training images used for the normalisation statistics "
-                        f"({default_of('data.mean_images')})")
+                        f"({default_of('mean_images')})")
     p.add_argument("--threads", type=int,
                    help="TensorFlow intra/inter-op threads (0: TensorFlow's default)")
     return p
@@ -200,7 +201,8 @@ def build_eval_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _configure_threads(threads: int) -> None:
+def configure_threads(threads: int) -> None:
+    """TensorFlow's intra/inter-op threads (0: its default); kept when it already runs."""
     if threads:
         import tensorflow as tf
 
@@ -219,16 +221,18 @@ def _quiet_tensorflow() -> None:
     absl.logging.set_verbosity(absl.logging.ERROR)
 
 
-def _model_family(name: str) -> str:
+def model_family(name: str) -> str:
+    """The zoo family (``cifar`` or ``imagenet``) of ``name``; UsageError for other names."""
     import keras_resnet
 
-    if name not in keras_resnet.list_models():
+    if not isinstance(name, str) or name not in keras_resnet.list_models():
         raise UsageError(f"unknown model {name!r}; see keras_resnet.list_models() "
                          f"(e.g. {', '.join(keras_resnet.list_models()[:4])}, ...)")
     return keras_resnet.model_info(name)["family"]
 
 
-def _check_input_size(model: str, size: int) -> None:
+def check_input_size(model: str, size: int) -> None:
+    """``size`` at least the zoo network's total stride."""
     import keras_resnet
 
     least = keras_resnet.model_info(model)["min_input_size"]
@@ -237,66 +241,38 @@ def _check_input_size(model: str, size: int) -> None:
                          "(its total stride)")
 
 
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, as :func:`keras_resnet.training.train`'s keywords."""
+    return {dest: value for dest, value in vars(args).items()
+            if value is not None and dest not in ("model", "dataset", "model_dir")}
+
+
 def train_from_args(argv: Sequence[str] | None = None) -> Any:
-    """Parse, validate and train; returns a :class:`keras_resnet.training.loop.TrainResult`.
-
-    Raises :class:`UsageError` on bad input, before any model is built or data loaded.
-    """
-    from keras_resnet.training import data
-
-    args = build_train_parser().parse_args(argv)
-    if args.threads is not None and args.threads < 0:
-        raise UsageError("--threads must not be negative")
-    family = _model_family(args.model)
-    cfg = config_from_args(args, family)
-    _check_input_size(cfg.model.name, cfg.model.input_size)
-    data.check_dataset_name(cfg.data.dataset)
-    cfg, ref = _resolve_weights(args, cfg)  # fine-tuning: checked (and downloaded) up front
-    _configure_threads(args.threads or 0)
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
-    from keras_resnet.training.loop import prepare, train
-
-    prepared = prepare(cfg)
-    dataset = cfg.data.dataset
-    if dataset not in ("digits", "synthetic"):
-        # tensorflow-datasets availability and a folder's classes and image files are
-        # checked (cheaply) before building anything.
-        data.open_source(dataset, input_size=cfg.model.input_size, data_dir=cfg.data.data_dir,
-                         download=cfg.data.download)
-    pretrained = None
-    if ref is not None and not prepared.resume:  # the weights are loaded at a fresh start only
-        from keras_resnet.training.finetune import load_source
-
-        pretrained = load_source(ref, model=cfg.model.name, architecture=cfg.model.architecture,
-                                 input_size=cfg.model.input_size)
-    try:
-        result = train(cfg, prepared, pretrained=pretrained)
-    except tf.errors.InvalidArgumentError:
-        if not dataset.startswith("folder:"):
-            raise
-        raise UsageError(f"an image of {dataset} cannot be decoded (damaged inside); the "
-                         "last checkpoint is kept: fix or remove the image and run the same "
-                         "command to resume") from None
-    if cfg.run.eval_only and prepared.plan.is_chief:
-        print(json.dumps({k: result.metrics[k] for k in ("step", "eval_top1", "eval_top5",
-                                                         "eval_loss", "eval_examples")}))
-    return result
+    """Parse and train through :func:`keras_resnet.training.train`; returns its
+    :class:`keras_resnet.training.TrainResult`. Raises :class:`UsageError` on bad input,
+    before any model is built or data loaded."""
+    return _train(build_train_parser().parse_args(argv))
 
 
-def _resolve_weights(args: Any, cfg: TrainConfig) -> tuple[TrainConfig, Any]:
+def _train(args: argparse.Namespace) -> Any:
+    from keras_resnet.training.api import train
+
+    return train(args.model, args.dataset or default_of("dataset"), args.model_dir,
+                 **settings_from_args(args))
+
+
+def resolve_weights(args: Any, cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     """Fine-tuning: ``--freeze`` and ``--weights`` checked; the weights' source, digest,
     layout and normalisation put into the model configuration (part of the run's identity)."""
     from keras_resnet.training import finetune
 
     model = cfg.model
-    freeze = finetune.check_freeze(args.freeze, model=model.name, weights=args.weights)
+    freeze = finetune.check_freeze(args.freeze, model=model.model, weights=args.weights)
     if not args.weights:
         return with_overrides(cfg, model={"freeze": freeze}), None
-    ref = finetune.resolve_weights(args.weights, model=model.name, input_size=model.input_size,
+    ref = finetune.resolve_weights(args.weights, model=model.model, input_size=model.input_size,
                                    recorded=finetune.recorded_weights(cfg.output.model_dir))
-    finetune.check_architecture(ref, variant=args.variant, model=model.name)
+    finetune.check_architecture(ref, variant=args.variant, model=model.model)
     return with_overrides(cfg, model={
         "freeze": freeze, "weights": ref.identity(),
         "architecture": {**model.architecture, **ref.architecture},
@@ -307,12 +283,31 @@ def run_train(argv: Sequence[str] | None = None) -> int:
     """``keras-resnet-train``: train and return the exit code (143 after SIGTERM)."""
     from keras_resnet.training.loop import SIGTERM_EXIT_CODE
 
-    result = train_from_args(argv)
-    return SIGTERM_EXIT_CODE if result.metrics.get("stopped") else 0
+    args = build_train_parser().parse_args(argv)
+    result = _train(args)
+    if result.metrics.get("stopped"):
+        return SIGTERM_EXIT_CODE
+    if args.eval_only and result.chief:
+        print(json.dumps({k: result.metrics[k] for k in ("step", "eval_top1", "eval_top5",
+                                                         "eval_loss", "eval_examples")}))
+    return 0
 
 
 def run_eval(argv: Sequence[str] | None = None) -> int:
     """``keras-resnet-eval``: load ``model.keras`` and report top-1/top-5 on the test split."""
+    args = build_eval_parser().parse_args(argv)
+    results = evaluate_from_args(argv)
+    if args.json:
+        print(json.dumps({k: results[k] for k in ("top1", "top5", "examples")}))
+    else:
+        print(f"{results['model']}: top-1 {results['top1']:.4f} top-5 {results['top5']:.4f} "
+              f"on {results['examples']} {results['dataset']} test images")
+    return 0
+
+
+def evaluate_from_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``keras-resnet-eval``'s checks and evaluation: ``{"top1", "top5", "examples",
+    "model", "dataset"}``."""
     args = build_eval_parser().parse_args(argv)
     if bool(args.model_dir) == bool(args.model_file):
         raise UsageError("give --model-dir or --model-file")
@@ -326,6 +321,9 @@ def run_eval(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"no model at {str(model_path)!r}")
     info = _run_config(model_path.parent / "run_config.json")
     dataset = args.dataset or info.get("dataset")
+    if str(dataset).startswith("in-memory:"):
+        raise UsageError("the model was trained on in-memory data: give --dataset (a source "
+                         "with its classes)")
     if not dataset:
         raise UsageError("--dataset is needed (no run_config.json next to the model)")
     from keras_resnet.training import data
@@ -334,13 +332,21 @@ def run_eval(argv: Sequence[str] | None = None) -> int:
     data.check_dataset_name(dataset)
     results = evaluate_model(model_path, dataset, data_dir=args.data_dir or info.get("data_dir"),
                              input_size=args.input_size, batch_size=args.batch_size,
-                             limit=args.eval_examples, augmentation=info.get("augmentation"))
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print(f"{model_path}: top-1 {results['top1']:.4f} top-5 {results['top5']:.4f} "
-              f"on {results['examples']} {dataset} test images")
-    return 0
+                             limit=args.eval_examples, augmentation=info.get("augmentation"),
+                             contract=_recorded_contract(model_path))
+    return {**results, "model": str(model_path), "dataset": dataset}
+
+
+def _recorded_contract(model_path: Path) -> Any:
+    """The input contract labels.json beside the model records (pixels 0..255 if none)."""
+    from keras_resnet.training.in_memory import Contract
+
+    path = model_path.with_name("labels.json")
+    try:
+        labels = json.loads(path.read_text()) if path.is_file() else {}
+        return Contract.recorded(labels if isinstance(labels, dict) else {})
+    except (OSError, ValueError, TypeError):
+        raise UsageError(f"{str(path)!r} is not a readable labels file") from None
 
 
 def _run_config(path: Path) -> dict[str, Any]:

@@ -5,13 +5,16 @@ global batch size (Goyal et al. 2017; the recipes' base rates are those of He et
 Each default is written once: settings a recipe gives (optimizer, schedule, augmentation, ...)
 come from the recipe, with the dataclass default standing in where a recipe may leave a key
 out; run settings (cadence, strategy, outputs) have their default on the dataclass field.
-Overrides are ``{"piece.field": value}`` (the command line maps each flag to one, see
-``keras_resnet.training.cli.FLAG_TARGETS``).
 
-``run_config.json`` keeps the flat view (:meth:`TrainConfig.to_json`) so that older readers
-(``keras-resnet-eval``, the experiments) find ``dataset``, ``input_size``, ``augmentation``...
-at the top of its ``config``; :meth:`TrainConfig.identity` is the same flat dict as before the
-split, so model dirs written earlier resume (or are refused) exactly as before.
+One name per setting: a field's name is the command line's flag with underscores
+(``--learning-rate``), the keyword of :func:`keras_resnet.training.train`
+(``learning_rate=``) and the key in ``run_config.json``; field names are unique over the
+pieces (:data:`PIECE_OF`), so overrides are ``{"learning_rate": 0.05, ...}``. The one
+setting that is no field, ``warmup_steps``, rewrites the recipe's ``warmup``.
+
+``run_config.json`` keeps the flat view (:meth:`TrainConfig.to_json`); model dirs written
+before the names were unified (``base_learning_rate``) are read through
+:func:`upgrade_identity`, so they resume (or are refused) exactly as before.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class ModelConfig:
     """The network: zoo name, image side, builder options, input normalisation and the
     training-time batch norm kernel (``model.keras`` always uses Keras' layer)."""
 
-    name: str
+    model: str  # zoo name, or "in-code" for a network built in code (then ``network`` is set)
     input_size: int
     preprocessing: str = "per_pixel_mean"
     zero_init_residual: bool = False
@@ -40,6 +43,12 @@ class ModelConfig:
     batch_norm: str = "fused"
     weights: dict[str, str] | None = None  # fine-tuning: {"source", "sha256"} of --weights
     freeze: str | None = None  # fine-tuning: --freeze (None: nothing frozen)
+    network: dict[str, Any] | None = None  # a network built in code: {"sha256", "output"}
+
+    @property
+    def name(self) -> str:
+        """The network's name (the ``model`` setting)."""
+        return self.model
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,12 @@ class DataConfig:
     shuffle_buffer: int = 10000
     mean_images: int = 10000
     eval_examples: int | None = None
+    # In-memory data (train() with arrays or a tf.data.Dataset): the range of the pixels the
+    # arrays hold, and the per-channel mean/std they were normalised with (None: raw pixels).
+    # Source names always give RGB pixels 0..255 and leave these None.
+    input_range: list[float] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class OptimConfig:
     optimizer: dict[str, Any]
     batch_size: int
     base_batch_size: int
-    base_learning_rate: float
+    learning_rate: float  # at base_batch_size; scaled linearly to batch_size
     weight_decay: float
     decay_norm_and_bias: bool = True
     label_smoothing: float = 0.0
@@ -75,17 +90,17 @@ class OptimConfig:
         return self.batch_size / self.base_batch_size
 
     @property
-    def learning_rate(self) -> float:
-        """Peak rate: the recipe's rate scaled linearly by :attr:`lr_scale`."""
-        return self.base_learning_rate * self.lr_scale
+    def peak_learning_rate(self) -> float:
+        """Peak rate: ``learning_rate`` scaled linearly by :attr:`lr_scale`."""
+        return self.learning_rate * self.lr_scale
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """The learning-rate schedule (``policy``: the recipe's ``schedule`` object), warm-up,
-    and the recipe's own length (its step boundaries are fractions of it)."""
+    """The learning-rate schedule (the recipe's ``schedule`` object), warm-up, and the
+    recipe's own length (its step boundaries are fractions of it)."""
 
-    policy: dict[str, Any]
+    schedule: dict[str, Any]
     warmup: dict[str, Any] | None = None
     recipe_steps: int | None = None
 
@@ -94,7 +109,7 @@ class ScheduleConfig:
         the recipe's length (CIFAR: 32k and 48k of 64k = 50 % and 75 %)."""
         from keras_resnet.training.schedules import RecipeSchedule
 
-        sched = self.policy
+        sched = self.schedule
         boundaries: tuple[int, ...] = ()
         if sched["type"] == "step":
             length = self.recipe_steps or total_steps
@@ -107,7 +122,7 @@ class ScheduleConfig:
             else:
                 warmup_steps = round(float(self.warmup.get("fraction", 0.0)) * total_steps)
             warmup_lr = float(self.warmup.get("learning_rate", 0.0)) * optim.lr_scale
-        return RecipeSchedule(optim.learning_rate, total_steps, sched["type"], boundaries,
+        return RecipeSchedule(optim.peak_learning_rate, total_steps, sched["type"], boundaries,
                               float(sched.get("factor", 0.1)),
                               float(sched.get("final_fraction", 0.0)), warmup_kind, warmup_steps,
                               warmup_lr)
@@ -139,16 +154,28 @@ class OutputConfig:
 
 PIECES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
           "schedule": ScheduleConfig, "run": RunConfig, "output": OutputConfig}
-#: Flat (``run_config.json``) names of the fields whose piece name differs.
-FLAT_NAMES = {("model", "name"): "model", ("schedule", "policy"): "schedule"}
+#: The piece each setting (field) belongs to; a setting's name is unique over the pieces.
+PIECE_OF = {f.name: piece for piece, cls in PIECES.items() for f in fields(cls)}
+#: Settings that are no field: they rewrite one (``warmup_steps`` the recipe's ``warmup``).
+DERIVED_SETTINGS = ("warmup_steps",)
+#: ``run_config.json`` keys of earlier versions and their names now.
+RENAMED_KEYS = {"base_learning_rate": "learning_rate"}
 #: Fields that must match for a model dir's checkpoints to be resumed. The seed decides the
 #: data order, so a run resumed with another seed would not continue the same run. Fine-tuning
 #: (``weights``: source and SHA-256 of --weights; ``freeze``) comes early, so a mismatch names
 #: it first.
-IDENTITY_FIELDS = ("model", "weights", "freeze", "dataset", "input_size", "recipe",
-                   "recipe_version", "batch_size", "base_learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
+IDENTITY_FIELDS = ("model", "network", "weights", "freeze", "dataset", "input_range", "mean",
+                   "std", "input_size", "recipe", "recipe_version", "batch_size",
+                   "learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
                    "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
                    "schedule", "warmup", "seed", "architecture")
+
+
+def upgrade_identity(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded identity (or flat config) with earlier key names renamed
+    (:data:`RENAMED_KEYS`); fields added since (``network``, ``input_range``...) read as
+    None, their value for every run of that time."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in recorded.items()}
 
 
 @dataclass(frozen=True)
@@ -165,8 +192,9 @@ class TrainConfig:
     output: OutputConfig
 
     @property
-    def learning_rate(self) -> float:
-        return self.optim.learning_rate
+    def peak_learning_rate(self) -> float:
+        """The schedule's peak rate (``learning_rate`` scaled to the batch size)."""
+        return self.optim.peak_learning_rate
 
     def total_steps(self, num_train_examples: int) -> int:
         """``--steps``, or ``--epochs`` converted with the global batch size."""
@@ -178,11 +206,10 @@ class TrainConfig:
         return self.schedule.build(total_steps, self.optim)
 
     def to_json(self) -> dict[str, Any]:
-        """The flat view: every field of every piece by its flat name."""
+        """The flat view: every setting by its name."""
         flat: dict[str, Any] = {"recipe": self.recipe, "recipe_version": self.recipe_version}
         for piece in PIECES:
-            for key, value in asdict(getattr(self, piece)).items():
-                flat[FLAT_NAMES.get((piece, key), key)] = value
+            flat.update(asdict(getattr(self, piece)))
         return flat
 
     def identity(self) -> dict[str, Any]:
@@ -192,25 +219,24 @@ class TrainConfig:
 
 
 def _recipe_values(recipe: dict[str, Any], model: str, family: str) -> dict[str, Any]:
-    """The recipe's keys as ``piece.field`` values (the recipe's ``steps``/``epochs`` and
-    warm-up resolved: a warm-up listing ``models`` applies to those models only)."""
+    """The recipe's keys as settings (the recipe's ``steps``/``epochs`` and warm-up
+    resolved: a warm-up listing ``models`` applies to those models only)."""
     steps, epochs = recipe.get("steps"), recipe.get("epochs")
     warmup = recipe.get("warmup")
     if warmup and warmup.get("models") and model not in warmup["models"]:
         warmup = None
-    values = {"run.steps": steps, "run.epochs": None if steps is not None else epochs,
-              "schedule.warmup": warmup, "schedule.recipe_steps": steps,
-              "schedule.policy": dict(recipe["schedule"]),
-              "optim.base_learning_rate": float(recipe["optimizer"]["learning_rate"]),
-              "optim.optimizer": dict(recipe["optimizer"]),
-              "model.input_size": recipe.get("input_size") or (32 if family == "cifar" else 224),
-              "data.augmentation": dict(recipe["augmentation"])}
-    kinds = {"optim.batch_size": int, "optim.base_batch_size": int, "optim.weight_decay": float,
-             "optim.decay_norm_and_bias": bool, "optim.label_smoothing": float,
-             "model.preprocessing": str, "model.zero_init_residual": bool}
+    values = {"steps": steps, "epochs": None if steps is not None else epochs,
+              "warmup": warmup, "recipe_steps": steps, "schedule": dict(recipe["schedule"]),
+              "learning_rate": float(recipe["optimizer"]["learning_rate"]),
+              "optimizer": dict(recipe["optimizer"]),
+              "input_size": recipe.get("input_size") or (32 if family == "cifar" else 224),
+              "augmentation": dict(recipe["augmentation"])}
+    kinds = {"batch_size": int, "base_batch_size": int, "weight_decay": float,
+             "decay_norm_and_bias": bool, "label_smoothing": float, "preprocessing": str,
+             "zero_init_residual": bool}
     for key, kind in kinds.items():
-        if key.partition(".")[2] in recipe:
-            values[key] = kind(recipe[key.partition(".")[2]])
+        if key in recipe:
+            values[key] = kind(recipe[key])
     return values
 
 
@@ -223,18 +249,16 @@ def _with_warmup_steps(warmup: dict[str, Any] | None, steps: int) -> dict[str, A
 
 
 def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` over ``values``; ``run.steps`` or ``run.epochs`` replaces both, and
-    ``schedule.warmup_steps`` rewrites the warm-up."""
+    """``overrides`` over ``values``; ``steps`` or ``epochs`` replaces both, and
+    ``warmup_steps`` rewrites the warm-up."""
     merged = dict(values)
-    if "run.steps" in overrides or "run.epochs" in overrides:
-        merged["run.steps"] = merged["run.epochs"] = None
+    if "steps" in overrides or "epochs" in overrides:
+        merged["steps"] = merged["epochs"] = None
     rest = dict(overrides)
-    if "schedule.warmup_steps" in rest:
-        merged["schedule.warmup"] = _with_warmup_steps(merged.get("schedule.warmup"),
-                                                       rest.pop("schedule.warmup_steps"))
+    if "warmup_steps" in rest:
+        merged["warmup"] = _with_warmup_steps(merged.get("warmup"), rest.pop("warmup_steps"))
     for key in rest:
-        piece, _, name = key.partition(".")
-        if piece not in PIECES or name not in {f.name for f in fields(PIECES[piece])}:
+        if key not in PIECE_OF:
             raise ValueError(f"unknown configuration override {key!r}")
     merged.update(rest)
     return merged
@@ -242,15 +266,14 @@ def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 def build_config(recipe: dict[str, Any], overrides: dict[str, Any], family: str) -> TrainConfig:
     """The configuration of ``recipe`` (a loaded recipe) with ``overrides`` applied;
-    ``overrides`` must hold ``model.name`` and ``output.model_dir``."""
+    ``overrides`` (settings by name) must hold ``model`` and ``model_dir``."""
     if recipe["optimizer"].get("name") != "sgd":
         raise UsageError(f"recipe optimizer {recipe['optimizer'].get('name')!r} is not "
                          "supported (sgd)")
-    values = _merge(_recipe_values(recipe, overrides["model.name"], family), overrides)
+    values = _merge(_recipe_values(recipe, overrides["model"], family), overrides)
     grouped: dict[str, dict[str, Any]] = {piece: {} for piece in PIECES}
     for key, value in values.items():
-        piece, _, name = key.partition(".")
-        grouped[piece][name] = value
+        grouped[PIECE_OF[key]][key] = value
     size = int(grouped["model"]["input_size"])
     if not 8 <= size <= 1024:
         raise UsageError(f"--input-size must be in 8..1024, got {size}")
@@ -272,7 +295,6 @@ def with_overrides(cfg: TrainConfig, **pieces: dict[str, Any]) -> TrainConfig:
     return replace(cfg, **{p: replace(getattr(cfg, p), **v) for p, v in pieces.items()})
 
 
-def default_of(path: str) -> Any:
-    """The dataclass default of ``piece.field`` (for help texts)."""
-    piece, _, name = path.partition(".")
-    return next(f.default for f in fields(PIECES[piece]) if f.name == name)
+def default_of(setting: str) -> Any:
+    """The dataclass default of ``setting`` (for help texts)."""
+    return next(f.default for f in fields(PIECES[PIECE_OF[setting]]) if f.name == setting)

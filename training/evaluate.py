@@ -13,9 +13,12 @@ from keras_resnet.training.errors import UsageError
 def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = None,
                    input_size: int | None = None, batch_size: int = 100,
                    limit: int | None = None,
-                   augmentation: dict[str, Any] | None = None) -> dict[str, Any]:
+                   augmentation: dict[str, Any] | None = None,
+                   contract: Any = None) -> dict[str, Any]:
     """Evaluate ``model_path`` on the test split of ``dataset`` with the evaluation view
-    (resize, or shorter side 256 + centre crop for ImageNet-style augmentation)."""
+    (resize, or shorter side 256 + centre crop for ImageNet-style augmentation), the
+    pixels converted to the model's input ``contract``
+    (:class:`keras_resnet.training.in_memory.Contract`; None: pixels 0..255)."""
     import tensorflow as tf
 
     import keras_resnet
@@ -39,6 +42,8 @@ def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = Non
 
     @tf.function
     def step(images, labels, weights):
+        if contract is not None and not contract.is_raw_pixels:
+            images = contract.to_data(images)
         probs = tf.cast(model(images, training=False), tf.float32)
         top1 = tf.cast(tf.math.in_top_k(labels, probs, 1), tf.float32) * weights
         top5 = tf.cast(tf.math.in_top_k(labels, probs, k), tf.float32) * weights
@@ -48,4 +53,5 @@ def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = Non
     for images, labels, weights in ds:
         sums += np.array([float(v) for v in step(images, labels, weights)])
     count = max(sums[2], 1.0)
-    return {"top1": sums[0] / count, "top5": sums[1] / count, "examples": int(sums[2])}
+    return {"top1": float(sums[0] / count), "top5": float(sums[1] / count),
+            "examples": int(sums[2])}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,12 @@ from keras_resnet.training.controller import (
 from keras_resnet.training.curves import error, read_history
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.model import PREPROCESSING, float32_copy
-from keras_resnet.training.outputs import atomic_write_json, read_json, save_model_atomic
+from keras_resnet.training.outputs import (
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    save_model_atomic,
+)
 from keras_resnet.training.precision import resolve_precision
 from keras_resnet.training.strategy import StrategyPlan, create_strategy, plan_strategy
 from keras_resnet.training.trainer import Trainer, TrainInputs
@@ -53,10 +58,22 @@ SIGTERM_EXIT_CODE = 143
 
 @dataclass
 class TrainResult:
-    """What a run produced: its metrics and the trained (training-precision) model."""
+    """What a run produced.
+
+    ``model``: the trained network (the training-precision network the loop trained; for a
+    network built in code, the trained clone, taking the data's own input contract).
+    ``metrics``: the final figures (``eval_top1``, ``eval_top5``, ``eval_loss`` on
+    ``eval_examples`` test images, ``train_loss``/``train_top1`` of the last logged steps,
+    ``train_examples``, ``step``...), as ``metrics.json`` holds them.
+    ``history``: one row per logged step (and per evaluation) of ``log.csv``: ``step``,
+    ``epoch``, ``learning_rate``, ``train_loss``, ``train_top1``, and ``eval_loss``,
+    ``eval_top1``, ``eval_top5`` where that step was evaluated.
+    """
 
     metrics: dict[str, Any]
     model: Any
+    history: list[dict[str, Any]] = field(default_factory=list)
+    chief: bool = True  # this process wrote the outputs (the chief of a multi-worker run)
 
 
 @dataclass
@@ -99,10 +116,25 @@ def _data_seed(cfg: TrainConfig, prepared: Prepared) -> int:
     return int.from_bytes(os.urandom(3), "little")
 
 
-def train(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None) -> TrainResult:
-    """Run (or resume) training, or evaluate with ``run.eval_only``; returns the metrics.
-    ``pretrained`` (:class:`keras_resnet.training.finetune.Pretrained`, fresh starts only):
-    the weights to start from."""
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run takes besides its configuration: ``pretrained``
+    (:class:`keras_resnet.training.finetune.Pretrained`, fresh starts only), an opened
+    ``source`` (in-memory data or ``validation=``; None: ``cfg.data.dataset`` is opened),
+    its ``contract`` (:class:`keras_resnet.training.in_memory.Contract`) and a ``network``
+    built in code (:class:`keras_resnet.training.network.CodeNetwork`; None: the zoo's)."""
+
+    pretrained: Any = None
+    source: Any = None
+    contract: Any = None
+    network: Any = None
+
+
+def run_training(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None, *,
+                 inputs: RunInputs | None = None) -> TrainResult:
+    """Run (or resume) training, or evaluate with ``run.eval_only``; returns the result.
+    ``pretrained``: as :attr:`RunInputs.pretrained`."""
+    inputs = inputs or RunInputs(pretrained)
     import keras
 
     plan = prepared.plan
@@ -119,20 +151,21 @@ def train(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None) -> Train
                 else Path(tempfile.mkdtemp(prefix="keras-resnet-worker-")))
     try:
         with PreemptionWatcher() as watcher:
-            return _run(cfg, prepared, strategy, precision, seed, work_dir, watcher, pretrained)
+            return _run(cfg, prepared, strategy, precision, seed, work_dir, watcher, inputs)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         if not plan.is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _open_inputs(cfg: TrainConfig, plan: StrategyPlan) -> tuple[TrainInputs, int]:
+def _open_inputs(cfg: TrainConfig, plan: StrategyPlan,
+                 run_inputs: RunInputs) -> tuple[TrainInputs, int]:
     """The source, its augmentation and statistics, and the number of training images. The
     statistics decode the first ``data.mean_images`` training images: a damaged one is found
     here, before anything is written to the model dir."""
     data, size = cfg.data, cfg.model.input_size
-    source = data_lib.open_source(data.dataset, input_size=size, data_dir=data.data_dir,
-                                  download=data.download)
+    source = run_inputs.source or data_lib.open_source(
+        data.dataset, input_size=size, data_dir=data.data_dir, download=data.download)
     flip = source.allow_flip if data.flip is None else data.flip
     aug = data_lib.Augmentation.from_recipe(
         data.augmentation if source.augment else {"type": "none"}, size, flip)
@@ -140,15 +173,20 @@ def _open_inputs(cfg: TrainConfig, plan: StrategyPlan) -> tuple[TrainInputs, int
     stats = data_lib.image_statistics(source, aug, data.mean_images)
     if aug.lighting_std:
         aug = aug.with_lighting(stats.rgb_eigval, stats.rgb_eigvec)
-    return TrainInputs(source, aug, stats, plan.num_workers), num_train
+    return TrainInputs(source, aug, stats, plan.num_workers, run_inputs.contract), num_train
 
 
 def _write_run_config(cfg: TrainConfig, plan: StrategyPlan, precision: str, seed: int,
-                      total_steps: int, replicas: int) -> None:
-    """Create the model dir (chief); record the run (not for ``--eval-only``)."""
+                      total_steps: int, replicas: int, network: Any) -> None:
+    """Create the model dir (chief); record the run (not for ``--eval-only``) and the
+    configuration of a network built in code (``network.json``)."""
     model_dir = Path(cfg.output.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.run.eval_only:
+        if network is not None:
+            from keras_resnet.training.network import NETWORK_FILE
+
+            atomic_write_text(model_dir / NETWORK_FILE, network.config_json() + "\n")
         atomic_write_json(model_dir / RUN_CONFIG, {
             "identity": cfg.identity(), "config": cfg.to_json(), "data_seed": seed,
             "total_steps": total_steps, "num_replicas": replicas, "precision": precision,
@@ -165,7 +203,7 @@ def _base_metrics(cfg: TrainConfig, plan: StrategyPlan, trainer: Trainer, precis
             "architecture": cfg.model.architecture,
             "zero_init_residual": cfg.model.zero_init_residual,
             "weights": cfg.model.weights, "freeze": cfg.model.freeze,
-            "trainable_params": trainer.trainable_params}
+            "network": cfg.model.network, "trainable_params": trainer.trainable_params}
 
 
 @dataclass
@@ -181,19 +219,20 @@ class _Run:
     work_dir: Path
     seed: int
     base_metrics: dict[str, Any]
+    network: Any = None
 
 
 def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, seed: int,
-         work_dir: Path, watcher: PreemptionWatcher, pretrained: Any = None) -> TrainResult:
-    plan = prepared.plan
-    inputs, num_train = _open_inputs(cfg, plan)
+         work_dir: Path, watcher: PreemptionWatcher, run_inputs: RunInputs) -> TrainResult:
+    plan, network = prepared.plan, run_inputs.network
+    inputs, num_train = _open_inputs(cfg, plan, run_inputs)
     total_steps = cfg.total_steps(num_train)
     schedule = cfg.make_schedule(total_steps)
     if plan.is_chief:
         _write_run_config(cfg, plan, precision, seed, total_steps,
-                          strategy.num_replicas_in_sync)
-    trainer = Trainer(cfg, strategy, inputs, schedule, precision, pretrained,
-                      device_kind=plan.device_kind)
+                          strategy.num_replicas_in_sync, network)
+    trainer = Trainer(cfg, strategy, inputs, schedule, precision, run_inputs.pretrained,
+                      device_kind=plan.device_kind, network=network)
     for line in trainer.notes:
         say(line, plan.is_chief)
     checkpointer = Checkpointer(trainer, work_dir / CHECKPOINT_DIR, cfg.output.keep_checkpoints)
@@ -203,10 +242,11 @@ def _run(cfg: TrainConfig, prepared: Prepared, strategy: Any, precision: str, se
         say(f"evaluating the checkpoint of step {start_step}" if cfg.run.eval_only
             else f"resumed from step {start_step}", plan.is_chief)
     run = _Run(cfg, plan, trainer, checkpointer, schedule, num_train, work_dir, seed,
-               _base_metrics(cfg, plan, trainer, precision, total_steps))
+               {**_base_metrics(cfg, plan, trainer, precision, total_steps),
+                "train_examples": num_train}, network)
     if cfg.run.eval_only:
         return TrainResult({**run.base_metrics, "step": start_step, **trainer.evaluate()},
-                           trainer.model)
+                           _returned_model(run))
     return _train_loop(run, start_step, total_steps, watcher)
 
 
@@ -230,7 +270,7 @@ def _train_loop(run: _Run, start_step: int, total_steps: int,
     if state.stopped:
         logs.train.flush()
         return TrainResult({**run.base_metrics, "step": state.step, "stopped": True},
-                           trainer.model)
+                           _returned_model(run), read_log(run.work_dir / "log.csv"))
     progress.newline()
     if state.step > start_step or not run.checkpointer.manager.latest_checkpoint:
         run.checkpointer.save(state.step)
@@ -247,24 +287,71 @@ def _train_loop(run: _Run, start_step: int, total_steps: int,
                "eval_error": error(eval_results["eval_top1"]),
                "history": read_history(run.work_dir / "log.csv")}
     if chief:
-        _write_outputs(cfg, trainer, metrics)
+        _write_outputs(cfg, trainer, metrics, run.network)
     say(f"step {state.step}: eval top-1 {eval_results['eval_top1']:.4f} top-5 "
         f"{eval_results['eval_top5']:.4f} ({eval_results['eval_examples']} images); "
         f"{steady_ips or 0:.1f} img/s; wrote {Path(cfg.output.model_dir) / 'model.keras'}",
         chief)
-    return TrainResult(metrics, trainer.model)
+    return TrainResult(metrics, _returned_model(run), read_log(run.work_dir / "log.csv"))
 
 
-def _write_outputs(cfg: TrainConfig, trainer: Trainer, metrics: dict[str, Any]) -> None:
-    """``model.keras`` (float32, softmax out), ``labels.json`` and ``metrics.json``."""
-    model_dir, size, source = Path(cfg.output.model_dir), cfg.model.input_size, trainer.inputs.source
-    final = float32_copy(trainer.model, cfg.model.name, input_size=size,
-                         classes=source.num_classes, preprocessing=cfg.model.preprocessing,
+def _returned_model(run: _Run) -> Any:
+    """The network the result holds: the zoo's training network, or the trained clone of a
+    network built in code (without the pixels-to-contract layer in front)."""
+    return run.network.trained if run.network is not None else run.trainer.model
+
+
+def read_log(log_csv: Path) -> list[dict[str, Any]]:
+    """``log.csv`` as rows of numbers (None where a column is empty)."""
+    import csv
+
+    if not log_csv.is_file():
+        return []
+    with log_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(float(v)) if k == "step" else float(v)) if v not in ("", None) else None
+             for k, v in row.items()} for row in rows]
+
+
+def _final_model(cfg: TrainConfig, trainer: Trainer, network: Any) -> tuple[Any, str, str]:
+    """The saved network (float32), what it does inside and what it outputs. A zoo network
+    takes the data's contract too: a layer in front maps it to the pixels 0..255 it was
+    trained on."""
+    import keras
+
+    contract = trainer.inputs.contract
+    if network is not None:
+        return network.trained, "the network built in code", (
+            "softmax probabilities" if network.output == "softmax" else "logits")
+    size = cfg.model.input_size
+    final = float32_copy(trainer.model, cfg.model.model, input_size=size,
+                         classes=trainer.classes, preprocessing=cfg.model.preprocessing,
                          model_kwargs=cfg.model.architecture)
+    inside = PREPROCESSING[cfg.model.preprocessing]
+    if contract is not None and not contract.is_raw_pixels:
+        inputs = keras.Input((size, size, 3), dtype="float32", name="image")
+        x = contract.layer(to_data=False, name="to_pixels")(inputs)
+        final = keras.Model(inputs, final(x), name=final.name)
+        inside = f"to pixels 0..255, then {inside}"
+    return final, inside, "softmax probabilities"
+
+
+def _write_outputs(cfg: TrainConfig, trainer: Trainer, metrics: dict[str, Any],
+                   network: Any = None) -> None:
+    """``model.keras`` (float32), ``labels.json`` and ``metrics.json``. labels.json states
+    the input contract: ``input_range`` (the pixel range the network takes), ``mean`` and
+    ``std`` (per channel: the inputs are ``(pixel - mean) / std``; None: raw pixels), the
+    channel order and layout, and the ``output`` (softmax or logits)."""
+    from keras_resnet.training.in_memory import Contract
+
+    model_dir, size, source = Path(cfg.output.model_dir), cfg.model.input_size, trainer.inputs.source
+    contract = trainer.inputs.contract or Contract()
+    final, inside, output = _final_model(cfg, trainer, network)
     save_model_atomic(final, model_dir / "model.keras")
     atomic_write_json(model_dir / "labels.json", {
         "labels": source.labels, "input_size": size,
-        "preprocessing": f"input: RGB float32 0..255 NHWC {size}x{size}; "
-                         f"in the model: {PREPROCESSING[cfg.model.preprocessing]}; "
-                         "output: softmax probabilities"})
+        "preprocessing": f"input: {contract.describe()} NHWC {size}x{size}; "
+                         f"in the model: {inside}; output: {output}",
+        **contract.to_json(), "channel_order": "RGB", "layout": "NHWC",
+        "output": "logits" if output == "logits" else "softmax"})
     atomic_write_json(model_dir / "metrics.json", metrics)

@@ -30,6 +30,8 @@ class TrainInputs:
     augmentation: Any  # keras_resnet.training.data.Augmentation
     statistics: Any  # keras_resnet.training.data.ImageStatistics
     num_pipelines: int
+    contract: Any = None  # keras_resnet.training.in_memory.Contract of in-memory data
+
 
 
 def make_optimizer(optim: Any, schedule: Any, precision: str) -> Any:
@@ -56,11 +58,15 @@ class Trainer:
     sync, for one configuration under one ``tf.distribute`` strategy."""
 
     def __init__(self, cfg: TrainConfig, strategy: Any, inputs: TrainInputs, schedule: Any,
-                 precision: str, pretrained: Any = None, device_kind: str = "cpu") -> None:
+                 precision: str, pretrained: Any = None, device_kind: str = "cpu",
+                 network: Any = None) -> None:
         import keras
         import tensorflow as tf
 
         self.cfg, self.strategy, self.inputs = cfg, strategy, inputs
+        self.network = network  # keras_resnet.training.network.CodeNetwork, or None (zoo)
+        #: A network built in code may end in a softmax; every zoo network gives logits.
+        self.from_logits = network is None or network.output == "logits"
         self.pretrained, self.device_kind, self.precision = pretrained, device_kind, precision
         self.notes: list[str] = []  # lines for the run's log (fine-tuning, XLA fallback)
         self.global_batch = cfg.optim.batch_size
@@ -83,7 +89,8 @@ class Trainer:
         self._decay = (decayed_variables(self.model, cfg.optim.decay_norm_and_bias)
                        if cfg.optim.weight_decay else [])
         self._loss_fn = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=cfg.optim.label_smoothing, reduction=None)
+            from_logits=self.from_logits, label_smoothing=cfg.optim.label_smoothing,
+            reduction=None)
         self._stop_flags = {False: tf.constant(0.0), True: tf.constant(1.0)}
         self._stat_vars = [v for v in self.model.non_trainable_variables
                            if v.dtype in ("float32", "float16", "bfloat16")
@@ -97,6 +104,8 @@ class Trainer:
     def build_network(self) -> Any:
         """The training network (logits out, the training images' statistics baked into its
         input normalisation), built in the strategy's scope."""
+        if self.network is not None:  # built in code: its clone, taking the data's contract
+            return self.network.build(self.inputs.contract)
         cfg, stats = self.cfg.model, self.inputs.statistics
         mean, std = stats.pixel_mean, stats.channel_std
         if self.pretrained is not None:  # fine-tuning: the weights' own input normalisation
@@ -273,7 +282,8 @@ class Trainer:
             args=next(iterator))
         logits, labels, weights = (self.strategy.gather(t, axis=0) for t in per_replica)
         labels = tf.cast(labels, tf.int64)
-        loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        loss = keras.losses.sparse_categorical_crossentropy(labels, logits,
+                                                            from_logits=self.from_logits)
         self.eval_loss.update_state(loss, sample_weight=weights)
         self.eval_top1.update_state(labels, logits, sample_weight=weights)
         self.eval_top5.update_state(labels, logits, sample_weight=weights)

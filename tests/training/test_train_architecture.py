@@ -25,7 +25,7 @@ def _config(*flags: str, model: str = "resnet20"):
 
 def _network(*flags: str):
     cfg = _config(*flags)
-    model = build_model(cfg.model.name, input_size=8, classes=10, preprocessing="per_pixel_mean",
+    model = build_model(cfg.model.model, input_size=8, classes=10, preprocessing="per_pixel_mean",
                         pixel_mean=np.zeros(8 * 8 * 3, np.float32),
                         channel_std=np.ones(3, np.float32), zero_init_residual=False,
                         softmax=True, model_kwargs=cfg.model.architecture)

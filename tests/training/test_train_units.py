@@ -25,7 +25,7 @@ def test_recipes_are_versioned_json() -> None:
 
 def test_cifar_recipe_is_section_4_2() -> None:
     cfg = _config("--model", "resnet56")
-    assert (cfg.optim.batch_size, cfg.learning_rate, cfg.optim.weight_decay, cfg.run.steps) == (
+    assert (cfg.optim.batch_size, cfg.peak_learning_rate, cfg.optim.weight_decay, cfg.run.steps) == (
         128, 0.1, 1e-4, 64000)
     assert (cfg.optim.optimizer["momentum"] == 0.9
             and cfg.data.augmentation == {"type": "pad_crop_flip", "pad": 4})
@@ -40,7 +40,7 @@ def test_cifar_recipe_is_section_4_2() -> None:
 def test_resnet110_warmup_and_linear_scaling() -> None:
     cfg = _config("--model", "resnet110", "--batch-size", "256")
     sched = cfg.make_schedule(64000)
-    assert cfg.learning_rate == pytest.approx(0.2)  # 0.1 * 256 / 128
+    assert cfg.peak_learning_rate == pytest.approx(0.2)  # 0.1 * 256 / 128
     assert sched.value(0) == pytest.approx(0.02) and sched.value(399) == pytest.approx(0.02)
     assert sched.value(400) == pytest.approx(0.2)
 
@@ -70,7 +70,7 @@ def test_imagenet_and_modern_recipes() -> None:
 def test_flags_override_recipe() -> None:
     cfg = _config("--model", "resnet20", "--learning-rate", "0.2", "--weight-decay", "0",
                   "--label-smoothing", "0.2", "--epochs", "3")
-    assert cfg.learning_rate == pytest.approx(0.2) and cfg.optim.weight_decay == 0
+    assert cfg.peak_learning_rate == pytest.approx(0.2) and cfg.optim.weight_decay == 0
     assert cfg.run.steps is None and cfg.total_steps(1280) == 30
     with pytest.raises(UsageError, match="--label-smoothing must be below 1"):
         _config("--model", "resnet20", "--label-smoothing", "1")

@@ -105,23 +105,23 @@ def test_configuration_is_recipe_plus_overrides() -> None:
     defaults = vars(parser.parse_args(["--model", "resnet20", "--model-dir", "x"]))
     assert {k: v for k, v in defaults.items() if v is not None} == {  # written once, elsewhere
         "model": "resnet20", "model_dir": "x"}
-    assert set(cli.FLAG_TARGETS) <= set(defaults)
+    assert {k for k in defaults if k in config.PIECE_OF} >= {"learning_rate", "model", "steps"}
     args = parser.parse_args(["--model", "resnet20", "--model-dir", "/tmp/unused",
                               "--eval-every", "7", "--epochs", "2"])
     cfg = cli.config_from_args(args, "cifar")
     built = config.build_config(load_recipe("cifar"), {
-        "model.name": "resnet20", "output.model_dir": "/tmp/unused", "run.eval_every": 7,
-        "run.epochs": 2.0, "model.architecture": cfg.model.architecture}, "cifar")
+        "model": "resnet20", "model_dir": "/tmp/unused", "eval_every": 7,
+        "epochs": 2.0, "architecture": cfg.model.architecture}, "cifar")
     assert built == cfg
     assert (cfg.run.steps, cfg.run.epochs, cfg.schedule.recipe_steps) == (None, 2.0, 64000)
     assert (cfg.run.checkpoint_every, cfg.output.keep_checkpoints) == (500, 3)  # dataclasses
     assert cfg.to_json()["model"] == "resnet20" and cfg.to_json()["schedule"]["type"] == "step"
     changed = config.with_overrides(cfg, optim={"batch_size": 256})
-    assert changed.learning_rate == pytest.approx(0.2) and cfg.learning_rate == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="unknown configuration override 'run.nope'"):
-        config.build_config(load_recipe("cifar"), {"model.name": "resnet20",
-                                                   "output.model_dir": "x", "run.nope": 1},
-                            "cifar")
+    assert changed.peak_learning_rate == pytest.approx(0.2)
+    assert cfg.peak_learning_rate == pytest.approx(0.1) and cfg.optim.learning_rate == 0.1
+    with pytest.raises(ValueError, match="unknown configuration override 'nope'"):
+        config.build_config(load_recipe("cifar"), {"model": "resnet20", "model_dir": "x",
+                                                   "nope": 1}, "cifar")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,11 @@
 """Runs an experiment's trainer runs one after the other in this process.
 
-A run whose ``metrics.json`` exists is finished and skipped; any other run is started with
-its ``keras-resnet-train`` command line, and the trainer resumes it from its last checkpoint.
+A run whose ``metrics.json`` exists is finished and skipped; any other run is trained with
+:func:`keras_resnet.training.train`, in this process (one TensorFlow start-up and one
+decoded dataset for all runs, and no command line to re-parse; ``keras.backend.clear_session``
+frees each run's graph), and the trainer resumes it from its last checkpoint. A run is
+written down as its ``keras-resnet-train`` command line, which :func:`run_call` turns into
+:func:`~keras_resnet.training.train`'s arguments.
 Each run folder keeps that command line (``experiment_run.json``): a rerun with other
 options is refused before anything is trained, since it would mix two experiments.
 """
@@ -120,11 +124,22 @@ class ExperimentProgress:
         self.trained_cost += run.spec.depth
 
 
+def run_call(argv: list[str]) -> tuple[tuple[str, str, str], dict[str, Any]]:
+    """``((model, data, model_dir), settings)``: :func:`keras_resnet.training.train`'s
+    arguments for the trainer command line ``argv``."""
+    from keras_resnet.training.cli import build_train_parser, settings_from_args
+    from keras_resnet.training.config import default_of
+
+    args = build_train_parser().parse_args(argv)
+    return ((args.model, args.dataset or default_of("dataset"), args.model_dir),
+            settings_from_args(args))
+
+
 def run_all(experiment: str, runs: list[PlannedRun]) -> bool:
     """Train every unfinished run; False when a run was stopped by SIGTERM (its checkpoint
     is saved: rerunning the experiment resumes it)."""
     import keras
-    from keras_resnet.training.cli import train_from_args
+    from keras_resnet.training import train
 
     progress = ExperimentProgress(experiment, list(runs))
     for index, run in enumerate(runs):
@@ -134,7 +149,8 @@ def run_all(experiment: str, runs: list[PlannedRun]) -> bool:
         print(progress.line(index), flush=True)
         atomic_write_json(run.directory / COMMAND_FILE, {"argv": _recorded_argv(run.argv)})
         started = time.monotonic()
-        result: Any = train_from_args(run.argv)
+        positional, settings = run_call(run.argv)
+        result: Any = train(*positional, **settings)
         stopped = bool(result.metrics.get("stopped"))
         del result
         keras.backend.clear_session()
