@@ -61,7 +61,8 @@ def curves_panel(ax: Any, records: list[dict[str, Any]], title: str, scale: floa
     """One panel of Figure 6: per net, thin dashed training error and bold test error."""
     for record in records:
         colour, history = _colour(record), record["history"]
-        train, test = history.get("train", []), history.get("eval", [])
+        train = history.get("train_running", history.get("train", []))
+        test = history.get("eval", [])
         ax.plot([p["step"] / scale for p in train], [100 * p["train_error"] for p in train],
                 color=colour, linewidth=THIN, linestyle="--")
         ax.plot([p["step"] / scale for p in test], [100 * p["eval_error"] for p in test],
@@ -83,9 +84,11 @@ def first_seed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return chosen
 
 
-def _caption(fig: Any, dataset: str) -> None:
-    fig.text(0.5, 0.01, f"{dataset}: dashed = training error (running, over the logged "
-                        "steps), bold = test error; first seed of each net", ha="center",
+def _caption(fig: Any, dataset: str, records: list[dict[str, Any]]) -> None:
+    window = next((r.get("running_window_steps") for r in records), None)
+    over = f"the last {window} steps" if window else "the logged steps"
+    fig.text(0.5, 0.01, f"{dataset}: dashed = training error (running, over {over}), "
+                        "bold = test error; first seed of each net", ha="center",
              fontsize="small")
 
 
@@ -104,14 +107,14 @@ def curves_figure(records: list[dict[str, Any]], stem: Path, dataset: str,
     else:
         curves_panel(fig.subplots(1, 1), chosen, "shortcut options (section 3.3)", scale, xlabel)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.2, wspace=0.08)
-    _caption(fig, dataset)
+    _caption(fig, dataset, chosen)
     return save(fig, stem)
 
 
 def depth_figure(records: list[dict[str, Any]], rows: list[dict[str, Any]], stem: Path,
-                 dataset: str) -> list[Path]:
-    """Table 6 as a figure: curves of each depth (left), test error against depth with the
-    paper's and the reproduction's (right)."""
+                 dataset: str, same_dataset: bool = True) -> list[Path]:
+    """Table 6 as a figure: curves of each depth (left), test error against depth (right),
+    with the paper's and the reproduction's only when ``same_dataset`` (CIFAR-10)."""
     chosen = first_seed(records)
     scale, xlabel = _iteration_scale(chosen)
     fig = _figure(CURVES_SIZE)
@@ -120,8 +123,9 @@ def depth_figure(records: list[dict[str, Any]], rows: list[dict[str, Any]], stem
     depths = [r["depth"] for r in rows]
     right.plot(depths, [r["test_error_pct_mean"] for r in rows], "o-", color="black",
                linewidth=BOLD, label=f"measured ({dataset})")
-    for table, style, label in ((paper.TABLE6_TEST_ERROR, "s--", "paper, Table 6"),
-                                (paper.REPRODUCTION_TEST_ERROR, "^:", "reproduction")):
+    published = ((paper.TABLE6_TEST_ERROR, "s--", "paper, Table 6"),
+                 (paper.REPRODUCTION_TEST_ERROR, "^:", "reproduction"))
+    for table, style, label in published if same_dataset else ():
         known = [d for d in depths if d in table]
         right.plot(known, [table[d] for d in known], style, color="#777777", label=label)
     right.set_xscale("log")
@@ -130,7 +134,7 @@ def depth_figure(records: list[dict[str, Any]], rows: list[dict[str, Any]], stem
     right.set_ylabel("test error (%)")
     right.legend(fontsize="small", frameon=False)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.2, wspace=0.25)
-    _caption(fig, dataset)
+    _caption(fig, dataset, chosen)
     return save(fig, stem)
 
 
