@@ -22,7 +22,7 @@ import numpy as np
 TAIL_FRACTION = 0.2  # the last part of the budget the rule looks at
 MAX_TAIL_DROP_PTS = 1.0  # a fitted fall above this (percentage points) is "still falling"
 MIN_TAIL_POINTS = 3
-RULE = (f"not converged: over the last {TAIL_FRACTION:.0%} of its steps, a least-squares line "
+RULE = (f"not converged: over the last {TAIL_FRACTION * 100:g} % of its steps, a least-squares line "
         "through the logged training errors or through the test errors falls by more than "
         f"{MAX_TAIL_DROP_PTS:g} percentage point (at least {MIN_TAIL_POINTS} points needed "
         "to judge a curve)")

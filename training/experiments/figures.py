@@ -20,7 +20,16 @@ CURVES_SIZE = (10.0, 4.0)  # inches: 1000 x 400 pixels at DPI
 RESPONSES_SIZE = (7.0, 7.0)
 COLOURS = {20: "#e69f00", 32: "#0072b2", 44: "#009e73", 56: "#cc0000", 110: "#7b3294",
            1202: "#555555", "A": "#0072b2", "B": "#009e73", "C": "#cc0000"}
+#: Depths outside the paper's (8, 14, 26, ...): one of these by depth, distinct for nearby depths.
+OTHER_COLOURS = ("#56b4e9", "#d55e00", "#f0e442", "#000000", "#999999", "#cc79a7")
 THIN, BOLD = 0.9, 2.2
+
+
+def depth_colour(key: Any) -> str:
+    """The colour of a depth (or shortcut option) in every figure."""
+    if key in COLOURS:
+        return COLOURS[key]
+    return OTHER_COLOURS[(key // 6) % len(OTHER_COLOURS)] if isinstance(key, int) else "#333333"
 
 
 def _figure(size: tuple[float, float]) -> Any:
@@ -53,7 +62,7 @@ def _iteration_scale(records: list[dict[str, Any]]) -> tuple[float, str]:
 
 def _colour(record: dict[str, Any]) -> str:
     key = record["group"] if record["group"] in ("A", "B", "C") else record["depth"]
-    return COLOURS.get(key, "#333333")
+    return depth_colour(key)
 
 
 def curves_panel(ax: Any, records: list[dict[str, Any]], title: str, scale: float,
@@ -146,7 +155,7 @@ def responses_figure(responses: list[dict[str, Any]], stem: Path, dataset: str) 
     for item in responses:
         stds = [layer["std"] for layer in item["layers"]]
         style = "--" if item["group"] == "plain" else "-"
-        colour = COLOURS.get(item["depth"], "#333333")
+        colour = depth_colour(item["depth"])
         index = range(1, len(stds) + 1)
         top.plot(index, stds, style, color=colour, linewidth=1.2, label=item["label"])
         bottom.plot(index, sorted(stds, reverse=True), style, color=colour, linewidth=1.2,
