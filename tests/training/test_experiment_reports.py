@@ -108,6 +108,21 @@ def test_a_run_whose_error_still_falls_is_not_converged(tmp_path: Path) -> None:
     assert convergence.convergence({"train": [], "eval": []}, STEPS)["converged"] is None
 
 
+def test_a_flat_run_at_chance_is_named(tmp_path: Path) -> None:
+    spec = plan_runs("degradation", depths=(56,), seeds=1, base_seed=0)[0]
+    flat = {"train": [{"step": s, "train_error": 0.9} for s in range(1, STEPS + 1)],
+            "eval": [{"step": s, "eval_error": 0.9} for s in range(EVAL_EVERY, STEPS, EVAL_EVERY)]}
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "step": STEPS, "eval_examples": 360, "trainable_params": 1, "eval_top1": 0.1,
+        "history": flat}))
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": list("0123456789")}))
+    record = results.run_record(spec, tmp_path, EVAL_EVERY, {"top1": 0.1, "examples": 1437})
+    assert record["convergence"]["converged"] is True and record["chance_error_pct"] == 90.0
+    row = results.aggregate("degradation", [record], same_dataset=False)[0]
+    assert results.markdown_table("degradation", [row], False).endswith("| flat at chance |")
+    assert "plain-56: flat at chance level" in results.convergence_lines([row])[0]
+
+
 def test_any_depth_the_zoo_builds_is_planned_and_marked(tmp_path: Path) -> None:
     assert check_depths("degradation", [8, 14]) == (8, 14)
     for bad in ([9], [2], [20, 20]):

@@ -17,6 +17,8 @@ from keras_resnet.training.experiments import convergence, paper
 from keras_resnet.training.experiments.plan import RunSpec
 from keras_resnet.training.outputs import atomic_write_json, atomic_write_text, read_json
 
+#: A test error this close (percentage points) to guessing's counts as "at chance".
+CHANCE_MARGIN_PTS = 5.0
 CSV_COLUMNS = ("config", "label", "group", "model", "depth", "paper_depth", "params", "seeds",
                "steps", "converged", "tail_drop_pts", "train_error_pct_mean", "train_examples",
                "running_train_error_pct_mean", "test_error_pct_best", "test_error_pct_mean",
@@ -32,6 +34,8 @@ def run_record(spec: RunSpec, directory: Path, window: int,
     and the convergence of its curves."""
     metrics = read_json(directory / "metrics.json")
     history = metrics.get("history", {"train": [], "eval": []})
+    labels = directory / "labels.json"
+    classes = len(read_json(labels).get("labels", [])) if labels.is_file() else 0
     running = convergence.running_error(history["train"], window)
     full = train_split or {}
     return {"run": spec.name, "config": spec.config, "label": spec.label, "group": spec.group,
@@ -43,6 +47,7 @@ def run_record(spec: RunSpec, directory: Path, window: int,
             "running_train_error_pct": 100.0 * running[-1]["train_error"] if running else None,
             "running_window_steps": window,
             "test_error_pct": 100.0 * (1.0 - metrics["eval_top1"]),
+            "chance_error_pct": 100.0 * (1.0 - 1.0 / classes) if classes > 1 else None,
             "convergence": convergence.convergence(history, metrics["step"]),
             "history": {**history, "train_running": running}}
 
@@ -111,6 +116,7 @@ def aggregate(experiment: str, records: list[dict[str, Any]],
             "test_error_pct_best": float(test.min()), "test_error_pct_mean": float(test.mean()),
             "test_error_pct_std": float(test.std(ddof=1)) if len(runs) > 1 else None,
             "test_examples": first.get("eval_examples"),
+            "chance_error_pct": first.get("chance_error_pct"),
             "paper_test_error_pct": published, "reproduction_test_error_pct": reproduced})
     return rows
 
@@ -134,9 +140,17 @@ def _count(value: int | None, lead: str = " (") -> str:
     return "" if value is None else f"{lead}{value} images" + (")" if lead == " (" else "")
 
 
+def at_chance(row: dict[str, Any]) -> bool:
+    """Whether the test error is within :data:`CHANCE_MARGIN_PTS` of guessing (1 - 1/classes)."""
+    chance = row.get("chance_error_pct")
+    return chance is not None and row["test_error_pct_mean"] >= chance - CHANCE_MARGIN_PTS
+
+
 def _verdict(row: dict[str, Any]) -> str:
     if row["converged"] is False:
         return f"**no** (falls {row['tail_drop_pts']:.1f} pts)"
+    if row["converged"] and at_chance(row):
+        return "flat at chance"
     return {True: "yes", None: "not judged"}[row["converged"]]
 
 
@@ -220,6 +234,11 @@ def convergence_lines(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"**Not converged: {', '.join(falling)}.** Their error was still falling "
                      "at the end of the budget, so the comparison is not conclusive: the order "
                      "of the nets may change with more steps (`--steps`).")
+    stuck = [r["label"] for r in rows if r["converged"] and at_chance(r)]
+    if stuck:
+        lines.append(f"{', '.join(stuck)}: flat at chance level (test error within "
+                     f"{CHANCE_MARGIN_PTS:g} points of guessing): the net did not learn within "
+                     "the budget; its curve no longer falls, so the rule counts it as converged.")
     if unjudged:
         lines.append(f"Convergence not judged for {', '.join(unjudged)} (too few logged points "
                      "in the last part of the run).")
