@@ -140,8 +140,11 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
                        options.calibration_method, options.batch)
     int8 = {"scheme": options.int8_scheme, "calibration_method": options.calibration_method,
             **int8_structure(path)}
+    from .targets import requires_check
+
+    wanted = requires_check(options.target, "onnx/int8", "tensorrt")
     return Written(rel, {**layout, **describe_onnx(path), "int8": int8},
-                   {"tensorrt": tensorrt_check(path)})
+                   {"tensorrt": tensorrt_check(path)} if wanted else None)
 
 
 def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> OnnxRunner:

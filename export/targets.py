@@ -45,6 +45,12 @@ TARGETS: dict[str, Target] = {
 }
 
 
+def requires_check(target: str, artifact: str, check: str) -> bool:
+    """Whether ``target`` requires file check ``check`` of ``artifact`` (``format/precision``):
+    a converter runs a check only then, so a manifest never lists another target's checks."""
+    return (artifact, check) in TARGETS[target].checks
+
+
 def apply_target(options: Any) -> Any:
     """``options`` with every field the user left as None taken from its target's row."""
     if options.target not in TARGETS:

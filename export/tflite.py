@@ -135,7 +135,8 @@ def npu_check(path: Path) -> dict[str, Any]:
 
 def write_artifact(job: ExportJob, precision: str) -> Written:
     """The converter of the ``tflite`` row: one precision converted from the job's
-    SavedModel; the int8 file is calibrated on the job's inputs and checked for NPUs."""
+    SavedModel; the int8 file is calibrated on the job's inputs (and checked for NPUs when the
+    target is ``npu``)."""
     from .formats import FORMATS, Written
     from .saved_model import saved_model_dir
 
@@ -145,7 +146,10 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
     path.write_bytes(convert_tflite(job.staging / saved_model, precision,
                                     job.calib if precision == "int8" else None,
                                     job.options.int8_io))
-    checks = {"npu": npu_check(path)} if precision == "int8" else None
+    from .targets import requires_check
+
+    wanted = requires_check(job.options.target, f"tflite/{precision}", "npu")
+    checks = {"npu": npu_check(path)} if wanted else None
     return Written(rel, {"layout": "NHWC", **describe_tflite(path)}, checks)
 
 

@@ -158,12 +158,14 @@ def create_model(model_name: str, **kwargs: Any) -> keras.Model:
     """Build a registered model by name: ``create_model("resnet56", classes=100)``.
 
     Keyword arguments are those of :func:`build_resnet` and override the
-    registry's options.
+    registry's options; ``depth`` too (``create_model("resnet20", depth=8)``: the same
+    family and options at another depth, named ``resnet8``).
     """
-    _, depth, options = _entry(model_name)
+    _, registered, options = _entry(model_name)
     merged = {**options, **kwargs}
+    depth = merged.pop("depth", registered)
     if merged.get("name") is None:
-        default = model_name.lower()
+        default = model_name.lower().replace(str(registered), str(depth), 1)
         merged["name"] = default if merged.get("residual", True) else default.replace(
             "resnet", "plain")
     return build_resnet(depth, **merged)

@@ -1,7 +1,8 @@
 """Trainer flags for the zoo's builder arguments that change the network: plain nets
 (``residual=False``, Figure 3 middle), shortcut options A/B/C (section 3.3), the variant
-(v1, v1.5, v2), stochastic depth, zero-initialised residual branches and the widths
-(``widen_factor``, ``groups``, ``width_per_group``).
+(v1, v1.5, v2), stochastic depth, zero-initialised residual branches, the widths
+(``widen_factor``, ``groups``, ``width_per_group``) and another depth of the model's family
+(``depth``, recorded only when it differs from the registry model's).
 
 The resolved options (the registry's defaults filled in) are part of a run's identity, so a
 run resumes only with the network it started with, and are passed to
@@ -24,7 +25,8 @@ BUILDER_DEFAULTS: dict[str, Any] = {"residual": True, "shortcut": None, "variant
 
 def add_architecture_flags(parser: argparse.ArgumentParser) -> None:
     """Add ``--plain``, ``--shortcut``, ``--variant``, ``--drop-path-rate``,
-    ``--[no-]zero-init-residual``, ``--widen-factor``, ``--groups``, ``--width-per-group``."""
+    ``--[no-]zero-init-residual``, ``--depth``, ``--widen-factor``, ``--groups``,
+    ``--width-per-group``."""
     g = parser.add_argument_group("network (keras_resnet builder options; default: the "
                                   "registry's model as is)")
     g.add_argument("--plain", action="store_true", default=None,
@@ -43,6 +45,9 @@ def add_architecture_flags(parser: argparse.ArgumentParser) -> None:
                                          "the recipe's)")
     zero.add_argument("--no-zero-init-residual", dest="zero_init_residual",
                       action="store_false")
+    g.add_argument("--depth", type=int,
+                   help="another depth of the model's family (CIFAR: 6n + 2, e.g. 8 or 14; "
+                        "ImageNet: 18, 34, 50, 101, 152, 200); trained from scratch")
     g.add_argument("--widen-factor", type=int, help="Wide ResNet width multiplier (CIFAR)")
     g.add_argument("--groups", type=int, help="grouped 3x3 convolutions (ResNeXt, ImageNet "
                                               "bottleneck nets)")
@@ -83,6 +88,10 @@ def resolve_architecture(args: Any, model: str) -> dict[str, Any]:
                                            "widen_factor", "groups", "width_per_group")
              if getattr(args, k, None) is not None}
     _check_family(family, given, model)
+    if getattr(args, "depth", None) not in (None, depth):
+        if getattr(args, "weights", None):
+            raise UsageError("--depth builds a new network; it cannot start from --weights")
+        depth = given["depth"] = args.depth
     arch = {**BUILDER_DEFAULTS, **{k: v for k, v in options.items() if k != "family"}, **given}
     arch["residual"] = not getattr(args, "plain", False)
     arch["drop_path_rate"] = float(arch["drop_path_rate"])
@@ -93,7 +102,8 @@ def resolve_architecture(args: Any, model: str) -> dict[str, Any]:
             spec = specs.imagenet_spec(depth, arch["variant"], groups=arch["groups"],
                                        width_per_group=arch["width_per_group"])
     except ValueError as exc:
-        raise UsageError(f"{model}: {exc}") from None
+        flag = "--depth: " if "depth" in given else ""
+        raise UsageError(f"{flag}{model}: {exc}") from None
     if arch["shortcut"] is None:
         arch["shortcut"] = spec.default_shortcut
     return arch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = Non
                    input_size: int | None = None, batch_size: int = 100,
                    limit: int | None = None,
                    augmentation: dict[str, Any] | None = None,
-                   contract: Any = None) -> dict[str, Any]:
-    """Evaluate ``model_path`` on the test split of ``dataset`` with the evaluation view
-    (resize, or shorter side 256 + centre crop for ImageNet-style augmentation), the
-    pixels converted to the model's input ``contract``
+                   contract: Any = None, split: str = "test") -> dict[str, Any]:
+    """Evaluate ``model_path`` on the ``split`` (``test`` or ``train``) of ``dataset`` with
+    the evaluation view (resize, or shorter side 256 + centre crop for ImageNet-style
+    augmentation; no random augmentation, the model in inference mode), the pixels
+    converted to the model's input ``contract``
     (:class:`keras_resnet.training.in_memory.Contract`; None: pixels 0..255)."""
+    if split not in ("test", "train"):
+        raise UsageError(f"split must be test or train, got {split!r}")
     import tensorflow as tf
 
     import keras_resnet
@@ -28,7 +32,8 @@ def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = Non
     except Exception as exc:
         raise UsageError(f"cannot load {str(model_path)!r}: {str(exc).splitlines()[0]}") from None
     size = input_size or int(model.input_shape[1])
-    source = data_lib.open_source(dataset, input_size=size, data_dir=data_dir)
+    source = _split_as_test(data_lib.open_source(dataset, input_size=size, data_dir=data_dir),
+                            split)
     aug = data_lib.Augmentation.from_recipe(augmentation or {"type": "auto"}, size, False)
     steps = data_lib.eval_steps(source, 1, batch_size, limit)
     ds = data_lib.eval_dataset(source, aug, pipeline_id=0, num_pipelines=1,
@@ -55,3 +60,12 @@ def evaluate_model(model_path: Path, dataset: str, *, data_dir: str | None = Non
     count = max(sums[2], 1.0)
     return {"top1": float(sums[0] / count), "top5": float(sums[1] / count),
             "examples": int(sums[2])}
+
+
+def _split_as_test(source: Any, split: str) -> Any:
+    """``source`` with ``split`` read where the evaluation pipeline reads ``test``."""
+    if split == "test":
+        return source
+    return dataclasses.replace(
+        source, examples=lambda _s, i, n, limit: source.examples(split, i, n, limit),
+        shard_size=lambda _s, i, n, limit: source.shard_size(split, i, n, limit))

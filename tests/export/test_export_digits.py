@@ -67,6 +67,19 @@ def test_int8_models_agree_with_float_model_on_digits(exported: Path) -> None:
         assert parity["top1_agreement"] >= 0.99, (fmt, parity)
 
 
+def test_cpu_export_runs_no_other_targets_checks(exported: Path) -> None:
+    """The int8 files of a CPU export are not meant for TensorRT or an NPU: the manifest
+    carries no file check (and so no failed one); an npu export keeps its own (see
+    test_export_targets.py)."""
+    manifest = _manifest(exported)
+    assert manifest["target"] == "cpu"
+    assert {(a["format"], a["precision"]) for a in manifest["artifacts"]} >= {
+        ("tflite", "int8"), ("onnx", "int8")}
+    assert [a["path"] for a in manifest["artifacts"] if "checks" in a] == []
+    assert all(a["parity"]["passed"] and "error" not in a["parity"]
+               for a in manifest["artifacts"])
+
+
 def test_manifest_records_model_input_labels_and_tools(exported: Path) -> None:
     manifest = _manifest(exported)
     assert manifest["model"]["name"] == "digits_resnet8"

@@ -152,15 +152,23 @@ def test_trained_plain_net_has_no_shortcuts(degradation) -> None:
 def test_results_table_holds_the_paper_numbers(degradation) -> None:
     out = degradation.out
     table = (out / "results.md").read_text()
-    for published in ("| ResNet-20 | 0.27 M | 1 |", "| 8.75 | 8.27 |", "| 7.51 | 7.37 |",
-                      "| plain-32 | 0.46 M | 1 |", "Figure 6", "![degradation.png]"):
+    for published in ("| ResNet-20 | 0.27 M | 1 | 24 |", "| ResNet-20 | 8.75 | 8.27 |",
+                      "| ResNet-32 | 7.51 | 7.37 |", "| plain-32 | 0.46 M | 1 | 24 |",
+                      "## The paper, on CIFAR-10, for orientation", "Figure 6",
+                      "![degradation.png]"):
         assert published in table
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["config"] for r in rows] == ["plain20", "plain32", "resnet20", "resnet32"]
     assert all(0 <= float(r["test_error_pct_mean"]) <= 100 for r in rows)
     summary = json.loads((out / "results.json").read_text())
-    assert summary["configurations"][2]["paper_test_error_pct"] == 8.75
+    assert summary["paper_dataset"] is False  # digits: the paper's figures are for orientation
+    assert summary["configurations"][2]["paper_test_error_pct"] is None
+    digits = json.loads((out / "resnet20-seed0" / "train_split.json").read_text())
+    assert digits["examples"] == 1437  # the whole training split, measured once per run
+    full = summary["configurations"][2]
+    assert full["train_examples"] == 1437
+    assert full["train_error_pct_mean"] == pytest.approx(100 * (1 - digits["top1"]))
 
 
 def test_responses_experiment_reuses_finished_runs(degradation, tmp_path: Path,
@@ -221,7 +229,8 @@ def test_seeds_repeat_every_configuration_and_report_best_mean_std() -> None:
                                       "resnet110-seed6", "resnet20-seed7", "resnet110-seed7"]
     errors = {"resnet20": [9.0, 8.0, 10.0], "resnet110": [6.5, 6.9, 6.4]}
     records = [{"config": r.config, "label": r.label, "group": r.group, "model": r.model,
-                "depth": r.depth, "params": 1, "train_error_pct": 1.0,
+                "depth": r.depth, "params": 1, "train_error_pct": 1.0, "steps": 100,
+                "running_train_error_pct": 2.0, "convergence": {"converged": True},
                 "test_error_pct": errors[r.config][r.seed - 5]} for r in plan]
     rows = results.aggregate("depth", records)
     assert [(r["config"], r["seeds"], r["test_error_pct_best"]) for r in rows] == [
@@ -229,5 +238,5 @@ def test_seeds_repeat_every_configuration_and_report_best_mean_std() -> None:
     assert rows[0]["test_error_pct_mean"] == pytest.approx(9.0)
     assert rows[0]["test_error_pct_std"] == pytest.approx(1.0)  # n - 1, as Table 6's 6.61 +- 0.16
     assert rows[1]["paper_test_error_pct"] == 6.43 and rows[1]["reproduction_test_error_pct"] == 6.32
-    assert "| ResNet-110 | 0.00 M | 3 | 1.00 | 6.40 | 6.60 ± 0.26 | 6.43 | 6.32 |" in \
-        results.markdown_table("depth", rows)
+    assert "| ResNet-110 | 0.00 M | 3 | 100 | 1.00 | 2.00 | 6.40 | 6.60 ± 0.26 | yes | 6.43 | " \
+        "6.32 |" in results.markdown_table("depth", rows)

@@ -30,7 +30,7 @@ EXPERIMENT_FILE = "experiment.json"
 OWNED_FLAGS = ("--model", "--model-dir", "--seed", "--plain", "--dataset",
                "--data-dir", "--download", "--recipe", "--steps", "--epochs", "--batch-size",
                "--input-size", "--log-every", "--eval-every", "--eval-examples", "--threads",
-               "--eval-only")
+               "--eval-only", "--depth")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="tensorflow-datasets data dir")
     p.add_argument("--download", action="store_true", help="let tfds download a missing set")
     p.add_argument("--depths", type=int, nargs="+",
-                   help="CIFAR depths (default: degradation 20 32 44 56; depth 20 32 44 56 "
-                        "110; responses: plain-20/56 and ResNet-20/56/110 as Figure 7)")
+                   help="CIFAR depths 6n + 2, e.g. 8 14 for a quick run (default: "
+                        "degradation 20 32 44 56; depth 20 32 44 56 110; responses: "
+                        "plain-20/56 and ResNet-20/56/110 as Figure 7)")
     p.add_argument("--model", default="resnet20", help="the net of the shortcuts experiment")
     p.add_argument("--seeds", type=int, default=1, help="runs of every configuration")
     p.add_argument("--seed", type=int, default=0, help="first seed (then seed+1, ...)")
@@ -218,24 +219,50 @@ def _write_responses_csv(out: Path, responses: list[dict[str, Any]]) -> None:
 
 
 def _figures(experiment: str, out: Path, dataset: str, records: list[dict[str, Any]],
-             responses: list[dict[str, Any]]) -> list[Path]:
+             responses: list[dict[str, Any]], same_dataset: bool) -> list[Path]:
     stem = out / experiment
     if experiment == "depth":
         return figures.depth_figure(records, results.aggregate(experiment, records), stem,
-                                    dataset)
+                                    dataset, same_dataset)
     if experiment == "responses":
         return figures.responses_figure(figures.first_seed(responses), stem, dataset)
     return figures.curves_figure(records, stem, dataset, split_plain=experiment == "degradation")
 
 
+TRAIN_SPLIT_FILE = "train_split.json"
+
+
+def train_split_error(run: PlannedRun, data_dir: str | None) -> dict[str, Any]:
+    """Top-1 of the run's ``model.keras`` over its whole training split (the evaluation
+    view, as ``keras-resnet-eval``), kept in ``OUT/<run>/train_split.json`` for the model
+    file it was measured on, so a rerun of the experiment does not measure it again."""
+    from keras_resnet.training.evaluate import evaluate_model
+
+    model = run.directory / "model.keras"
+    stamp = {"model_bytes": model.stat().st_size, "model_mtime_ns": model.stat().st_mtime_ns}
+    cached = run.directory / TRAIN_SPLIT_FILE
+    if cached.is_file():
+        found = read_json(cached)
+        if all(found.get(k) == v for k, v in stamp.items()):
+            return found
+    config = read_json(run.directory / "run_config.json")["config"]
+    measured = evaluate_model(model, config["dataset"], data_dir=data_dir or config.get("data_dir"),
+                              augmentation=config.get("augmentation"), split="train")
+    result = {**stamp, **measured}
+    atomic_write_json(cached, result)
+    return result
+
+
 def finish(args: argparse.Namespace, settings: dict[str, Any], runs: list[PlannedRun]) -> Path:
     """Collect the finished runs into results and figures; returns ``results.md``'s path."""
     out = Path(args.out)
-    records = [results.run_record(run.spec, run.directory) for run in runs]
+    records = [results.run_record(run.spec, run.directory, settings["eval_every"],
+                                  train_split_error(run, args.data_dir)) for run in runs]
     responses = _responses(args, runs, records) if args.experiment == "responses" else []
     if responses:
         _write_responses_csv(out, responses)
-    written = _figures(args.experiment, out, args.dataset, records, responses)
+    same = results.paper_dataset(args.experiment, args.dataset, settings.get("model"))
+    written = _figures(args.experiment, out, args.dataset, records, responses, same)
     extra = {"responses": responses} if responses else None
     results.write_results(out, args.experiment, settings, records, extra,
                           [p.name for p in written])

@@ -20,7 +20,16 @@ CURVES_SIZE = (10.0, 4.0)  # inches: 1000 x 400 pixels at DPI
 RESPONSES_SIZE = (7.0, 7.0)
 COLOURS = {20: "#e69f00", 32: "#0072b2", 44: "#009e73", 56: "#cc0000", 110: "#7b3294",
            1202: "#555555", "A": "#0072b2", "B": "#009e73", "C": "#cc0000"}
+#: Depths outside the paper's (8, 14, 26, ...): one of these by depth, distinct for nearby depths.
+OTHER_COLOURS = ("#56b4e9", "#d55e00", "#f0e442", "#000000", "#999999", "#cc79a7")
 THIN, BOLD = 0.9, 2.2
+
+
+def depth_colour(key: Any) -> str:
+    """The colour of a depth (or shortcut option) in every figure."""
+    if key in COLOURS:
+        return COLOURS[key]
+    return OTHER_COLOURS[(key // 6) % len(OTHER_COLOURS)] if isinstance(key, int) else "#333333"
 
 
 def _figure(size: tuple[float, float]) -> Any:
@@ -53,7 +62,7 @@ def _iteration_scale(records: list[dict[str, Any]]) -> tuple[float, str]:
 
 def _colour(record: dict[str, Any]) -> str:
     key = record["group"] if record["group"] in ("A", "B", "C") else record["depth"]
-    return COLOURS.get(key, "#333333")
+    return depth_colour(key)
 
 
 def curves_panel(ax: Any, records: list[dict[str, Any]], title: str, scale: float,
@@ -61,7 +70,8 @@ def curves_panel(ax: Any, records: list[dict[str, Any]], title: str, scale: floa
     """One panel of Figure 6: per net, thin dashed training error and bold test error."""
     for record in records:
         colour, history = _colour(record), record["history"]
-        train, test = history.get("train", []), history.get("eval", [])
+        train = history.get("train_running", history.get("train", []))
+        test = history.get("eval", [])
         ax.plot([p["step"] / scale for p in train], [100 * p["train_error"] for p in train],
                 color=colour, linewidth=THIN, linestyle="--")
         ax.plot([p["step"] / scale for p in test], [100 * p["eval_error"] for p in test],
@@ -83,9 +93,11 @@ def first_seed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return chosen
 
 
-def _caption(fig: Any, dataset: str) -> None:
-    fig.text(0.5, 0.01, f"{dataset}: dashed = training error (running, over the logged "
-                        "steps), bold = test error; first seed of each net", ha="center",
+def _caption(fig: Any, dataset: str, records: list[dict[str, Any]]) -> None:
+    window = next((r.get("running_window_steps") for r in records), None)
+    over = f"the last {window} steps" if window else "the logged steps"
+    fig.text(0.5, 0.01, f"{dataset}: dashed = training error (running, over {over}), "
+                        "bold = test error; first seed of each net", ha="center",
              fontsize="small")
 
 
@@ -104,14 +116,14 @@ def curves_figure(records: list[dict[str, Any]], stem: Path, dataset: str,
     else:
         curves_panel(fig.subplots(1, 1), chosen, "shortcut options (section 3.3)", scale, xlabel)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.2, wspace=0.08)
-    _caption(fig, dataset)
+    _caption(fig, dataset, chosen)
     return save(fig, stem)
 
 
 def depth_figure(records: list[dict[str, Any]], rows: list[dict[str, Any]], stem: Path,
-                 dataset: str) -> list[Path]:
-    """Table 6 as a figure: curves of each depth (left), test error against depth with the
-    paper's and the reproduction's (right)."""
+                 dataset: str, same_dataset: bool = True) -> list[Path]:
+    """Table 6 as a figure: curves of each depth (left), test error against depth (right),
+    with the paper's and the reproduction's only when ``same_dataset`` (CIFAR-10)."""
     chosen = first_seed(records)
     scale, xlabel = _iteration_scale(chosen)
     fig = _figure(CURVES_SIZE)
@@ -120,8 +132,9 @@ def depth_figure(records: list[dict[str, Any]], rows: list[dict[str, Any]], stem
     depths = [r["depth"] for r in rows]
     right.plot(depths, [r["test_error_pct_mean"] for r in rows], "o-", color="black",
                linewidth=BOLD, label=f"measured ({dataset})")
-    for table, style, label in ((paper.TABLE6_TEST_ERROR, "s--", "paper, Table 6"),
-                                (paper.REPRODUCTION_TEST_ERROR, "^:", "reproduction")):
+    published = ((paper.TABLE6_TEST_ERROR, "s--", "paper, Table 6"),
+                 (paper.REPRODUCTION_TEST_ERROR, "^:", "reproduction"))
+    for table, style, label in published if same_dataset else ():
         known = [d for d in depths if d in table]
         right.plot(known, [table[d] for d in known], style, color="#777777", label=label)
     right.set_xscale("log")
@@ -130,7 +143,7 @@ def depth_figure(records: list[dict[str, Any]], rows: list[dict[str, Any]], stem
     right.set_ylabel("test error (%)")
     right.legend(fontsize="small", frameon=False)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.2, wspace=0.25)
-    _caption(fig, dataset)
+    _caption(fig, dataset, chosen)
     return save(fig, stem)
 
 
@@ -142,7 +155,7 @@ def responses_figure(responses: list[dict[str, Any]], stem: Path, dataset: str) 
     for item in responses:
         stds = [layer["std"] for layer in item["layers"]]
         style = "--" if item["group"] == "plain" else "-"
-        colour = COLOURS.get(item["depth"], "#333333")
+        colour = depth_colour(item["depth"])
         index = range(1, len(stds) + 1)
         top.plot(index, stds, style, color=colour, linewidth=1.2, label=item["label"])
         bottom.plot(index, sorted(stds, reverse=True), style, color=colour, linewidth=1.2,

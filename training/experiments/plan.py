@@ -1,6 +1,7 @@
 """Which trainer runs each experiment is made of.
 
-* ``degradation`` (Figures 1 and 6): plain-N against ResNet-N, N in ``--depths``.
+* ``degradation`` (Figures 1 and 6): plain-N against ResNet-N, N in ``--depths`` (any
+  6n + 2; depths outside Table 6 are marked as not the paper's in the results).
 * ``shortcuts`` (Table 3): one net with shortcut options A, B and C (section 3.3).
 * ``depth`` (Table 6): ResNet-20/32/44/56/110 (1202 when asked).
 * ``responses`` (Figure 7): plain-20/56 and ResNet-20/56/110, then their layer responses.
@@ -16,8 +17,11 @@ from pathlib import Path
 from keras_resnet.training.errors import UsageError
 
 EXPERIMENTS = ("degradation", "shortcuts", "depth", "responses")
-#: The registry's CIFAR ResNets (section 4.2); a plain net is the same model with ``--plain``.
+#: The registry's CIFAR ResNets (section 4.2, Table 6's depths); a plain net is the same model
+#: with ``--plain``. Any other CIFAR depth 6n + 2 (8, 14, ...) is ``resnet20`` with ``--depth``.
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+#: The base model of a depth the registry does not name.
+OTHER_DEPTH_BASE = "resnet20"
 DEFAULT_DEPTHS = {"degradation": (20, 32, 44, 56), "depth": (20, 32, 44, 56, 110)}
 #: Figure 7's nets: (plain?, depth).
 FIGURE7_NETS = ((True, 20), (True, 56), (False, 20), (False, 56), (False, 110))
@@ -48,10 +52,13 @@ class RunSpec:
 
 
 def _net(plain: bool, depth: int, seed: int) -> RunSpec:
+    model, flags = f"resnet{depth}", ()
+    if depth not in CIFAR_DEPTHS:
+        model, flags = OTHER_DEPTH_BASE, ("--depth", str(depth))
     if plain:
-        return RunSpec(f"plain{depth}", f"plain-{depth}", "plain", f"resnet{depth}", depth, seed,
-                       ("--plain",))
-    return RunSpec(f"resnet{depth}", f"ResNet-{depth}", "resnet", f"resnet{depth}", depth, seed)
+        return RunSpec(f"plain{depth}", f"plain-{depth}", "plain", model, depth, seed,
+                       (*flags, "--plain"))
+    return RunSpec(f"resnet{depth}", f"ResNet-{depth}", "resnet", model, depth, seed, flags)
 
 
 def _configs(experiment: str, depths: tuple[int, ...] | None) -> list[tuple]:
@@ -87,16 +94,17 @@ def plan_runs(experiment: str, *, depths: tuple[int, ...] | None, seeds: int, ba
 
 
 def check_depths(experiment: str, depths: list[int] | None) -> tuple[int, ...] | None:
-    """Validate ``--depths``: CIFAR depths of the registry, no repeats; not for shortcuts."""
+    """Validate ``--depths``: any CIFAR depth the zoo builds (6n + 2: 8, 14, 20, ...; the
+    paper's are 20, 32, 44, 56, 110 and 1202), no repeats; not for shortcuts."""
     if depths is None:
         return None
     if experiment == "shortcuts":
         raise UsageError("--depths does not apply to the shortcuts experiment; choose the "
                          "net with --model")
-    bad = [d for d in depths if d not in CIFAR_DEPTHS]
+    bad = [d for d in depths if d < 8 or (d - 2) % 6]
     if bad:
-        raise UsageError(f"--depths {bad[0]} is not a CIFAR ResNet depth; choose from "
-                         f"{', '.join(map(str, CIFAR_DEPTHS))}")
+        raise UsageError(f"--depths {bad[0]} is not a CIFAR ResNet depth; choose 6n + 2 "
+                         f"(8, 14, 20, ...; the paper's: {', '.join(map(str, CIFAR_DEPTHS))})")
     if len(set(depths)) != len(depths):
         raise UsageError("--depths lists a depth twice")
     return tuple(depths)
