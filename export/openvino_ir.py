@@ -73,7 +73,8 @@ class OpenVinoRunner:
             config["INFERENCE_PRECISION_HINT"] = OV_PRECISIONS[precision]
         self._compiled = ov.Core().compile_model(str(model), "CPU", config)
         self._request = self._compiled.create_infer_request()
-        self.inference_precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = hint.to_string()  # "f32" or "bf16"
         self._nchw = nchw
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
