@@ -157,7 +157,6 @@ def _named(choice: dict[str, Any]) -> str:
     return f"{choice['name']} in {choice['runtime']}{computed}"
 
 
-
 def _checked_files(directory: Path, manifest: dict[str, Any], include_keras: bool
                    ) -> Path | None:
     """Every artifact has a format of the table and is present; returns the reference Keras

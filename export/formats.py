@@ -9,7 +9,9 @@ converter and a runner) plus one row here.
 
 A converter is ``convert(job, precision) -> Written``: it writes one file (or directory)
 of ``job.staging`` named ``row.file_name(precision)``. A runner is ``open(path, threads,
-artifact) -> callable`` taking NHWC float32 inputs and returning float32 outputs.
+artifact) -> callable`` taking NHWC float32 inputs and returning float32 outputs; a row
+names its runner's runtime and any other runtimes that run its files (``keras-resnet-bench``
+times every file in each).
 """
 
 from __future__ import annotations
