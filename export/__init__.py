@@ -1,5 +1,5 @@
-"""Export keras-resnet models to SavedModel, TFLite and ONNX, each artifact verified in
-its own runtime.
+"""Export keras-resnet models to SavedModel, TFLite, ONNX and OpenVINO IR, each artifact
+verified in its own runtime.
 
 >>> from keras_resnet.export import export_model, verify_dir, bench_dir
 >>> manifest = export_model("resnet20", "artifacts/resnet20", quantize=["int8"],

@@ -46,6 +46,7 @@ class ExportOptions:
     nchw: bool = False
     int8_scheme: str | None = None
     int8_io: str = "int8"
+    ov_precision: str = "auto"
     batch: int | None = None
     static: bool = False
     weights: str | None = None
@@ -407,7 +408,7 @@ class _Recorder:
     def __call__(self, fmt: str, precision: str, rel: str, info: dict[str, Any],
                  seconds: float, checks: dict[str, dict[str, Any]] | None = None) -> None:
         from .bench import median_latency_ms
-        from .verify import compare, make_runner, run_batched
+        from .verify import compare, judged_precision, make_runner, run_batched
 
         artifact = {"format": fmt, "precision": precision, "path": rel, **info}
         if self.options.batch is not None:
@@ -416,7 +417,8 @@ class _Recorder:
         full = PRECISIONS[precision].by_agreement or self.y_eval is not None
         count = len(self.ref) if full else PARITY_BATCH
         out = run_batched(runner, self.x_eval[:count])
-        parity = compare(self.ref[:count], out, precision, self.options.min_agreement,
+        parity = compare(self.ref[:count], out, judged_precision(precision, runner),
+                         self.options.min_agreement,
                          min(PARITY_BATCH, count))
         accuracy = _accuracy(out, self.y_eval[:count] if self.y_eval is not None else None)
         if accuracy is not None:

@@ -28,6 +28,7 @@ from .api import ExportOptions
 from .errors import VerificationFailed
 from .formats import FORMATS, quantize_help
 from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
+from .openvino_ir import OV_PRECISIONS
 from .targets import INT8_IO_TYPES, TARGETS
 
 
@@ -51,7 +52,7 @@ def _run(body: Callable[[], int], command: str) -> int:
     if previous in (signal.SIG_DFL, None):  # let a killed export clean up its staging dir
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     def silenced() -> int:
-        require_extra(command, "export", "tensorflow", "onnxruntime", "tf2onnx")
+        require_extra(command, "export", "tensorflow", "onnxruntime", "tf2onnx", "openvino")
         with native_stderr_silenced():
             return body()
 
@@ -66,8 +67,9 @@ def export_parser() -> argparse.ArgumentParser:
     """The argument parser of ``keras-resnet-export`` (defaults: ``ExportOptions``'s)."""
     d = ExportOptions()
     p = Parser(prog="keras-resnet-export",
-                description="Export a zoo model or a .keras file to SavedModel, TFLite and "
-                            "ONNX, verifying every artifact in its own runtime.")
+                description="Export a zoo model or a .keras file to "
+                            f"{', '.join(row.title for row in FORMATS.values())}, verifying "
+                            "every artifact in its own runtime.")
     p.add_argument("model", metavar="MODEL", help="zoo name (resnet50, resnet20, ...) or a "
                    ".keras file (labels.json next to it is read)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
@@ -98,6 +100,9 @@ def export_parser() -> argparse.ArgumentParser:
                    "--batch is given")
     p.add_argument("--int8-io", choices=list(INT8_IO_TYPES), default=d.int8_io,
                    help=f"input and output type of the TFLite int8 file (default {d.int8_io})")
+    p.add_argument("--ov-precision", choices=list(OV_PRECISIONS), default=d.ov_precision,
+                   help="what OpenVINO computes float IR files in (default auto: bf16 on "
+                        "CPUs with avx512_bf16 or AMX, f32 elsewhere)")
     p.add_argument("--min-agreement", type=float, default=d.min_agreement,
                    help=f"least top-1 agreement of int8 models with Keras (default "
                         f"{d.min_agreement})")
@@ -156,7 +161,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
             formats=args.formats, quantize=args.quantize, calibration=args.calibration,
             data=args.data, samples=args.samples, opset=args.opset, nchw=args.nchw,
             int8_scheme=args.onnx_int8_scheme, target=args.target, batch=args.batch,
-            static=args.static, int8_io=args.int8_io,
+            static=args.static, int8_io=args.int8_io, ov_precision=args.ov_precision,
             calibration_method=args.calibration_method,
             weights=args.weights, classes=args.classes, input_size=args.input_size,
             labels=args.labels, builder=_builder_options(args),
@@ -244,20 +249,32 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         p = Parser(prog="keras-resnet-bench",
                     description="Median batch-1 latency and batch throughput of every "
-                                "artifact and of the Keras model.")
+                                "artifact in every runtime that runs it ("
+                                + ", ".join(dict.fromkeys(r for row in FORMATS.values()
+                                                          for r in row.runtimes()))
+                                + ") and of the Keras model, then the fastest file and "
+                                "runtime per precision on this CPU.")
         p.add_argument("directory", metavar="DIR")
         p.add_argument("--batch", type=int, default=16, help="batch for throughput (16)")
         p.add_argument("--runs", type=int, default=20, help="timed batch-1 runs (20)")
         p.add_argument("--threads", type=int, default=2, help="threads per runtime (2)")
         p.add_argument("--no-keras", action="store_true", help="skip the Keras model")
-        p.add_argument("--json", action="store_true", help="print rows as JSON")
+        p.add_argument("--json", action="store_true",
+                       help="print the CPU, the rows and the fastest choices as JSON")
         args = p.parse_args(argv)
-        from .bench import bench_dir, check_bench_arguments, format_table
+        from keras_resnet.cpu import cpu_info
+
+        from .bench import bench_dir, check_bench_arguments, fastest, fastest_lines, format_table
 
         check_bench_arguments(args.batch, args.runs, args.threads)
         rows = bench_dir(args.directory, batch=args.batch, runs=args.runs,
                          threads=args.threads, include_keras=not args.no_keras)
-        print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.threads))
+        if args.json:
+            print(json.dumps({"cpu": cpu_info(), "threads": args.threads, "rows": rows,
+                              "fastest": fastest(rows)}, indent=2))
+        else:
+            print(format_table(rows, args.threads))
+            print("\n".join(fastest_lines(rows, cpu_info())))
         return 0
 
     return _run(body, "keras-resnet-bench")

@@ -9,7 +9,9 @@ converter and a runner) plus one row here.
 
 A converter is ``convert(job, precision) -> Written``: it writes one file (or directory)
 of ``job.staging`` named ``row.file_name(precision)``. A runner is ``open(path, threads,
-artifact) -> callable`` taking NHWC float32 inputs and returning float32 outputs.
+artifact) -> callable`` taking NHWC float32 inputs and returning float32 outputs; a row
+names its runner's runtime and any other runtimes that run its files (``keras-resnet-bench``
+times every file in each).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class ExportFormat:
     precisions: tuple[str, ...]
     #: ``ExportOptions`` fields that only the formats naming them read.
     options: tuple[str, ...]
-    #: File name ending; "" for a directory.
+    #: File name ending (a directory's, for formats written as one).
     suffix: str
     converter: str
     runner: str
@@ -65,6 +67,10 @@ class ExportFormat:
     check: str | None = None
     #: Name of the float32 file when it is not ``model_float32<suffix>``.
     float32_name: str | None = None
+    #: The runtime its runner runs files in (``keras-resnet-bench`` names it).
+    runtime: str = ""
+    #: Other runtimes that run its files: (runtime, ``module:function`` runner) pairs.
+    other_runtimes: tuple[tuple[str, str], ...] = ()
 
     def file_name(self, precision: str) -> str:
         """The artifact's path inside the export directory."""
@@ -94,6 +100,17 @@ class ExportFormat:
                              f"in manifest; {self.name} has {', '.join(self.precisions)}")
         return _load(self.runner)(path, threads, artifact)
 
+    def runtimes(self) -> list[str]:
+        """Every runtime that runs its files, its own first."""
+        return [self.runtime or self.name, *(name for name, _ in self.other_runtimes)]
+
+    def open_in(self, runtime: str, path: Path, threads: int | None,
+                artifact: dict[str, Any]) -> Any:
+        """The runner of ``runtime`` (one of :meth:`runtimes`) for the file at ``path``."""
+        if runtime == self.runtimes()[0]:
+            return self.open_runner(path, threads, artifact)
+        return _load(dict(self.other_runtimes)[runtime])(path, threads, artifact)
+
     def check_options(self, options: Any) -> None:
         if self.check:
             _load(self.check)(options)
@@ -103,13 +120,21 @@ FORMATS: dict[str, ExportFormat] = {
     row.name: row for row in (
         ExportFormat("saved_model", "SavedModel", ("float32",), (), "",
                      ".saved_model:write_artifact", ".saved_model:open_runner",
-                     float32_name="saved_model"),
+                     float32_name="saved_model", runtime="tensorflow"),
         ExportFormat("tflite", "TFLite", ("float32", "float16", "dynamic_int8", "int8"),
-                     ("int8_io",), ".tflite", ".tflite:write_artifact", ".tflite:open_runner"),
+                     ("int8_io",), ".tflite", ".tflite:write_artifact", ".tflite:open_runner",
+                     runtime="litert"),
         ExportFormat("onnx", "ONNX", ("float32", "float16", "int8"),
                      ("opset", "nchw", "int8_scheme", "calibration_method"), ".onnx",
                      ".onnx_export:write_artifact", ".onnx_export:open_runner",
-                     check=".onnx_export:check_options", float32_name="model.onnx"),
+                     check=".onnx_export:check_options", float32_name="model.onnx",
+                     runtime="onnxruntime",
+                     other_runtimes=(("openvino", ".openvino_ir:open_onnx_runner"),)),
+        # After onnx: its IR files are converted from the ONNX files.
+        ExportFormat("openvino", "OpenVINO IR", ("float32", "float16", "int8"),
+                     ("ov_precision",), "_openvino", ".openvino_ir:write_artifact",
+                     ".openvino_ir:open_runner", check=".openvino_ir:check_options",
+                     runtime="openvino"),
     )
 }
 

@@ -17,8 +17,8 @@ from .errors import UsageError
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 
-_TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy",
-          "keras-resnet")
+_TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "openvino",
+          "numpy", "keras-resnet")
 
 
 def sha256_path(path: Path) -> str:

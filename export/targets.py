@@ -32,8 +32,8 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "cpu": Target(None, (), DEFAULT_INT8_SCHEME, None, (),
-                  "every format (SavedModel, TFLite, ONNX, ...) for x86 and ARM CPUs "
-                  "(the default)"),
+                  f"every format ({', '.join(row.title for row in FORMATS.values())}) for "
+                  "x86 and ARM CPUs (the default)"),
     "tensorrt": Target(("onnx",), ("float16", "int8"), "s8s8-sym", None,
                        (("onnx/int8", "tensorrt"),),
                        "ONNX float32, float16 and int8 with symmetric Q/DQ (zero points 0) "
