@@ -76,15 +76,26 @@ def describe_onnx(path: Path) -> dict[str, Any]:
 
 class OnnxRunner:
     """Runs an ONNX file with ``onnxruntime.InferenceSession`` on the CPU; takes NHWC input
-    and transposes it when the model was exported with NCHW input."""
+    and transposes it when the model was exported with NCHW input.
 
-    def __init__(self, path: Path, threads: int | None = None, nchw: bool = False) -> None:
+    ``unfused`` turns graph optimisation off, so each QuantizeLinear/DequantizeLinear pair
+    runs as written around a float operator: the exact integer arithmetic that int32
+    accumulation computes. A file meant for TensorRT is checked that way, because
+    onnxruntime's fused x86 kernels for int8 activations add products into saturating
+    16-bit sums on CPUs without VNNI, which TensorRT never does.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None, nchw: bool = False,
+                 unfused: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 2
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if unfused:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.arithmetic = "reference (QDQ unfused)" if unfused else "onnxruntime kernels"
         self._session = ort.InferenceSession(str(path), options,
                                              providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
@@ -138,8 +149,12 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
                        job.calib.transpose(0, 3, 1, 2) if options.nchw else job.calib,
                        onnx_metadata(job.source), options.int8_scheme,
                        options.calibration_method, options.batch)
+    from .onnx_int8 import INT8_SCHEMES
+
     int8 = {"scheme": options.int8_scheme, "calibration_method": options.calibration_method,
             **int8_structure(path)}
+    if INT8_SCHEMES[options.int8_scheme].reference_arithmetic:
+        int8["checked_with"] = "exact integer arithmetic (onnxruntime, QDQ pairs unfused)"
     from .targets import requires_check
 
     wanted = requires_check(options.target, "onnx/int8", "tensorrt")
@@ -148,5 +163,10 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
 
 
 def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> OnnxRunner:
-    """The runner of the ``onnx`` row (NCHW files are fed transposed inputs)."""
-    return OnnxRunner(path, threads, nchw=artifact.get("layout") == "NCHW")
+    """The runner of the ``onnx`` row (NCHW files are fed transposed inputs; an int8 file
+    whose scheme is meant for another runtime runs with exact integer arithmetic)."""
+    from .onnx_int8 import INT8_SCHEMES
+
+    scheme = INT8_SCHEMES.get((artifact.get("int8") or {}).get("scheme", ""))
+    return OnnxRunner(path, threads, nchw=artifact.get("layout") == "NCHW",
+                      unfused=bool(scheme and scheme.reference_arithmetic))

@@ -28,6 +28,9 @@ class Int8Scheme:
     summary: str
     symmetric_activations: bool = False  # every zero point 0 (TensorRT)
     quantize_bias: bool = True  # int32 biases; TensorRT wants them float
+    #: Checked with exact integer arithmetic (onnxruntime with the QDQ pairs left unfused)
+    #: rather than onnxruntime's fused x86 kernels: for files meant for another runtime.
+    reference_arithmetic: bool = False
 
 
 #: The int8 ONNX schemes the exporter can write (docs/export.md, "int8 on every CPU").
@@ -47,7 +50,7 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {
                        "saturation, but no VNNI kernel"),
     "s8s8-sym": Int8Scheme("int8", "int8", False, "symmetric int8 activations and weights, "
                            "every zero point 0, float biases: TensorRT's explicit quantization",
-                           True, False),
+                           True, False, True),
 }
 DEFAULT_INT8_SCHEME = "u8s8-7bit"
 #: The largest sum VPMADDUBSW can hold (signed 16-bit) and its uint8 operand's largest value.
