@@ -43,7 +43,13 @@ from keras_resnet.training.controller import (
 from keras_resnet.training.curves import error, read_history
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.model import PREPROCESSING, float32_copy
-from keras_resnet.training.outputs import atomic_write_json, read_json, save_model_atomic
+from keras_resnet.training.outputs import (
+    atomic_write_json,
+    lock_model_dir,
+    read_json,
+    release_lock,
+    save_model_atomic,
+)
 from keras_resnet.training.precision import resolve_precision
 from keras_resnet.training.strategy import StrategyPlan, create_strategy, plan_strategy
 from keras_resnet.training.trainer import Trainer, TrainInputs
@@ -67,6 +73,7 @@ class Prepared:
     plan: StrategyPlan
     resume: bool
     checkpoint: str | None = None
+    lock: Any = None  # the model dir's lock (the chief's), held until ``train`` returns
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -76,11 +83,17 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if plan.kind != "tpu" and batch % plan.num_replicas:
         raise UsageError(f"--batch-size {batch} is not divisible by the "
                          f"{plan.num_replicas} replicas of the {plan.kind} strategy")
-    resume = check_model_dir(model_dir, cfg.identity())
-    checkpoint = choose_checkpoint(model_dir) if resume else None
-    if cfg.run.eval_only and checkpoint is None:
-        raise UsageError(f"--eval-only: no checkpoint in {str(model_dir / CHECKPOINT_DIR)!r}")
-    return Prepared(plan, checkpoint is not None, checkpoint)
+    check_model_dir(model_dir, cfg.identity())
+    lock = lock_model_dir(model_dir) if plan.is_chief else None
+    try:  # checked again under the lock: another run may have written in the meantime
+        resume = check_model_dir(model_dir, cfg.identity())
+        checkpoint = choose_checkpoint(model_dir) if resume else None
+        if cfg.run.eval_only and checkpoint is None:
+            raise UsageError(f"--eval-only: no checkpoint in {str(model_dir / CHECKPOINT_DIR)!r}")
+    except BaseException:
+        release_lock(lock)
+        raise
+    return Prepared(plan, checkpoint is not None, checkpoint, lock)
 
 
 def _data_seed(cfg: TrainConfig, prepared: Prepared) -> int:
@@ -121,6 +134,7 @@ def train(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None) -> Train
         with PreemptionWatcher() as watcher:
             return _run(cfg, prepared, strategy, precision, seed, work_dir, watcher, pretrained)
     finally:
+        release_lock(prepared.lock)
         keras.mixed_precision.set_global_policy(previous_policy)
         if not plan.is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
