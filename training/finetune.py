@@ -215,12 +215,14 @@ def _run_dir(path: Path, model: str, input_size: int) -> WeightsRef:
 
 def _file(path: Path, argument: str, model: str, input_size: int) -> WeightsRef:
     from keras_resnet import timm_weights
+    from keras_resnet.safefiles import check_regular
 
     name = path.name.lower()
     if name.endswith(timm_weights.PICKLE_SUFFIXES):
         raise UsageError(f"--weights {argument} is a pickle-based PyTorch file, which is never "
                          "unpickled (it can run code): pass its safetensors form (a hub name "
                          "such as timm/resnet50.a1_in1k, or model.safetensors)")
+    check_regular(path, "weights file")
     if not path.is_file():
         raise UsageError(f"--weights {argument}: no such file or model dir")
     if name.endswith(timm_weights.SAFETENSORS_SUFFIX):
@@ -330,6 +332,9 @@ def load_source(ref: WeightsRef, *, model: str, architecture: dict[str, Any],
     against a fresh one; UsageError naming what does not fit."""
     import keras
 
+    from keras_resnet.safefiles import RefusedFile
+    from keras_resnet.weights import InvalidWeights
+
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
@@ -338,6 +343,8 @@ def load_source(ref: WeightsRef, *, model: str, architecture: dict[str, Any],
                    ref.source)
     except UsageError:
         raise
+    except (InvalidWeights, RefusedFile) as exc:
+        raise UsageError(f"--weights {ref.source}: {_first_line(exc)}") from None
     except (ValueError, OSError, TypeError, KeyError) as exc:
         raise UsageError(f"--weights {ref.source} do not fit --model {model}: "
                          f"{_first_line(exc)}") from None
