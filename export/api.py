@@ -16,7 +16,7 @@ import numpy as np
 from .errors import UsageError, VerificationFailed
 from .formats import FORMATS, PRECISIONS, QUANTIZE_MODES, ExportJob, format_row, quantizing_formats
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
-from .placement import Placement, check_output
+from .placement import Placement, check_given, check_output
 from .targets import TARGETS, apply_target, check_target
 from .verify import DEFAULT_MIN_AGREEMENT
 
@@ -207,6 +207,7 @@ def export_model(model: str, output: str | Path, options: ExportOptions | None =
     if unknown:
         raise TypeError(f"unknown export option(s): {', '.join(sorted(unknown))}")
     options = apply_target(replace(options or ExportOptions(), **overrides))
+    check_given(model, output, options)
     output = Path(output)
     log = log or (lambda message: None)
     started = time.perf_counter()

@@ -34,8 +34,28 @@ from keras_resnet.outputs import (
     enclosing_run,
     find_run,
 )
+from keras_resnet.safefiles import special_kind
 
 from .errors import UsageError
+
+
+def check_given(model: str, output: str | os.PathLike, options: Any) -> None:
+    """Empty strings for MODEL, ``--output`` and the path options are refused (an empty
+    ``--data`` is not "no data", an empty ``-o`` not the current directory), and so is a
+    FIFO, socket or device given as the model, labels or weights file."""
+    given = {"MODEL": model, "--output": output, "--labels": options.labels,
+             "--weights": options.weights, "--calibration": options.calibration,
+             "--data": options.data}
+    for flag, value in given.items():
+        if value is not None and not os.fspath(value).strip():
+            raise UsageError(f"{flag} is an empty string; give a path or leave it out")
+    for spec in (options.calibration, options.data):
+        if spec and spec.startswith("folder:") and not spec[len("folder:"):].strip():
+            raise UsageError(f"{spec!r} names no folder; use folder:PATH")
+    for flag in ("MODEL", "--labels", "--weights"):
+        kind = special_kind(given[flag]) if given[flag] else None
+        if kind:
+            raise UsageError(f"{flag} {given[flag]} is {kind}, not a regular file; refused")
 
 
 def check_output(output: Path, force: bool, inputs: list[Path]) -> None:

@@ -95,3 +95,40 @@ def loads_bounded(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if json_depth(text) > max_depth:
         raise RefusedFile(f"{what} is nested more than {max_depth} levels deep; refused")
     return json.loads(text)
+
+
+#: Largest labels file read (ImageNet-21k's names take about 1 MiB).
+MAX_LABELS_BYTES = 16 * 2**20
+
+
+def read_json_file(path: str | os.PathLike, what: str, max_bytes: int) -> Any:
+    """A regular UTF-8 JSON file of at most ``max_bytes``, nested at most
+    ``MAX_JSON_DEPTH`` deep; RefusedFile with one line otherwise."""
+    check_regular(path, what)
+    try:
+        if os.path.getsize(path) > max_bytes:
+            raise RefusedFile(f"{what} {os.fspath(path)} is larger than {max_bytes} bytes")
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        return loads_bounded(text, f"{what} {os.fspath(path)}")
+    except OSError as exc:
+        raise RefusedFile(f"cannot read {what} {os.fspath(path)}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RefusedFile(f"{what} {os.fspath(path)} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise RefusedFile(f"{what} {os.fspath(path)} is not valid JSON ({exc.msg})") from None
+
+
+def labels_from_json(data: Any, path: str | os.PathLike) -> list[str]:
+    """The class names of a labels file's JSON: a list of strings, or an object whose
+    ``labels`` is one; RefusedFile naming what is wrong otherwise."""
+    labels = data.get("labels") if isinstance(data, dict) else data
+    if not isinstance(labels, list):
+        raise RefusedFile(f"labels file {os.fspath(path)} holds no list of labels (expected a "
+                          'JSON list of strings or {"labels": [...]})')
+    wrong = next((x for x in labels if not isinstance(x, str)), None)
+    if wrong is not None or not labels:
+        raise RefusedFile(f"labels file {os.fspath(path)}: every label must be a string "
+                          f"(found {wrong!r})" if labels else
+                          f"labels file {os.fspath(path)} holds an empty list of labels")
+    return labels

@@ -388,13 +388,13 @@ def _run_extras(loaded: Any, ref: WeightsRef, size: int
                 ) -> tuple[list[str] | None, np.ndarray | None, np.ndarray | None]:
     """A run's labels.json and the statistics of its Normalization layer, as the trainer's
     ``build_model`` takes them (pixel mean flattened, channel std)."""
+    from keras_resnet.safefiles import MAX_LABELS_BYTES, labels_from_json, read_json_file
+
     labels_path = Path(ref.path).with_name("labels.json")
     labels = None
-    if labels_path.is_file():
-        try:
-            labels = [str(x) for x in json.loads(labels_path.read_text()).get("labels", [])]
-        except (OSError, ValueError, AttributeError):
-            labels = None
+    if os.path.lexists(labels_path):  # a damaged one is a RefusedFile, named by load_source
+        labels = labels_from_json(read_json_file(labels_path, "labels file", MAX_LABELS_BYTES),
+                                  labels_path)
     if ref.preprocessing is None or "preprocessing" not in _names(loaded):
         return labels, None, None
     mean, variance = (np.asarray(w, np.float32) for w in

@@ -78,6 +78,8 @@ class Prepared:
 
 def prepare(cfg: TrainConfig) -> Prepared:
     """Cheap validation: strategy/TF_CONFIG, replica divisibility, model dir compatibility."""
+    if not str(cfg.output.model_dir).strip():
+        raise UsageError("--model-dir is an empty string; name the run's directory")
     plan = plan_strategy(cfg.run.strategy)
     batch, model_dir = cfg.optim.batch_size, Path(cfg.output.model_dir)
     if plan.kind != "tpu" and batch % plan.num_replicas:
