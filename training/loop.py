@@ -30,6 +30,7 @@ from keras_resnet.training.checkpoints import (
     CHECKPOINT_DIR,
     RUN_CONFIG,
     check_model_dir,
+    checkpoint_prefixes,
     choose_checkpoint,
 )
 from keras_resnet.training.config import TrainConfig
@@ -73,7 +74,7 @@ class Prepared:
     plan: StrategyPlan
     resume: bool
     checkpoint: str | None = None
-    lock: Any = None  # the model dir's lock (the chief's), held until ``train`` returns
+    seen: tuple[str, ...] = ()  # the checkpoints found, compared again under the lock
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -85,17 +86,12 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if plan.kind != "tpu" and batch % plan.num_replicas:
         raise UsageError(f"--batch-size {batch} is not divisible by the "
                          f"{plan.num_replicas} replicas of the {plan.kind} strategy")
-    check_model_dir(model_dir, cfg.identity())
-    lock = lock_model_dir(model_dir) if plan.is_chief else None
-    try:  # checked again under the lock: another run may have written in the meantime
-        resume = check_model_dir(model_dir, cfg.identity())
-        checkpoint = choose_checkpoint(model_dir) if resume else None
-        if cfg.run.eval_only and checkpoint is None:
-            raise UsageError(f"--eval-only: no checkpoint in {str(model_dir / CHECKPOINT_DIR)!r}")
-    except BaseException:
-        release_lock(lock)
-        raise
-    return Prepared(plan, checkpoint is not None, checkpoint, lock)
+    resume = check_model_dir(model_dir, cfg.identity())
+    checkpoint = choose_checkpoint(model_dir) if resume else None
+    if cfg.run.eval_only and checkpoint is None:
+        raise UsageError(f"--eval-only: no checkpoint in {str(model_dir / CHECKPOINT_DIR)!r}")
+    return Prepared(plan, checkpoint is not None, checkpoint,
+                    tuple(checkpoint_prefixes(model_dir)))
 
 
 def _data_seed(cfg: TrainConfig, prepared: Prepared) -> int:
@@ -117,7 +113,28 @@ def _data_seed(cfg: TrainConfig, prepared: Prepared) -> int:
 def train(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None) -> TrainResult:
     """Run (or resume) training, or evaluate with ``run.eval_only``; returns the metrics.
     ``pretrained`` (:class:`keras_resnet.training.finetune.Pretrained`, fresh starts only):
-    the weights to start from."""
+    the weights to start from. The chief holds the model dir's lock throughout
+    (:func:`keras_resnet.training.outputs.lock_model_dir`): another trainer or exporter on
+    the same directory is refused at once."""
+    model_dir = Path(cfg.output.model_dir)
+    lock = lock_model_dir(model_dir) if prepared.plan.is_chief else None
+    try:
+        if lock is not None:
+            _check_unchanged(cfg, prepared, model_dir)
+        return _train(cfg, prepared, pretrained)
+    finally:
+        release_lock(lock)
+
+
+def _check_unchanged(cfg: TrainConfig, prepared: Prepared, model_dir: Path) -> None:
+    """Under the lock: the model dir still holds what :func:`prepare` found."""
+    check_model_dir(model_dir, cfg.identity())
+    if tuple(checkpoint_prefixes(model_dir)) != prepared.seen:
+        raise UsageError(f"--model-dir {str(model_dir)!r} changed since this command checked "
+                         "it (another run wrote to it); run the command again")
+
+
+def _train(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None) -> TrainResult:
     import keras
 
     plan = prepared.plan
@@ -136,7 +153,6 @@ def train(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None) -> Train
         with PreemptionWatcher() as watcher:
             return _run(cfg, prepared, strategy, precision, seed, work_dir, watcher, pretrained)
     finally:
-        release_lock(prepared.lock)
         keras.mixed_precision.set_global_policy(previous_policy)
         if not plan.is_chief:
             shutil.rmtree(work_dir, ignore_errors=True)
