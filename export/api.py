@@ -358,6 +358,9 @@ def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
     reference_count = len(x_eval) if full else min(PARITY_BATCH, len(x_eval))
     log(f"keras: reference outputs on {reference_count} samples")
     ref = keras_predict(source.model, x_eval[:reference_count])
+    if not np.isfinite(ref).all():
+        raise UsageError(f"the model's outputs on {eval_spec['source']} are not finite (NaN or "
+                         "infinity): its weights overflow; nothing was exported")
     keras_accuracy = _accuracy(ref, y_eval)
     if keras_accuracy is not None:
         eval_spec["keras_top1"] = keras_accuracy

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from keras_resnet.export.cli import bench_main, export_main, verify_main
-from keras_resnet.training.cli import train_main
+from keras_resnet.training.cli import eval_main, train_main
 
 TRAIN = ["--model", "resnet20", "--input-size", "8", "--batch-size", "8", "--mean-images", "16",
          "--steps", "2"]
@@ -78,9 +78,8 @@ def _keras_files(s: SimpleNamespace, root: Path) -> None:
 
 
 def _weights(root: Path) -> None:
-    """Weight files of ResNet-20 (8x8) with a NaN, an infinity or a negative batch-norm
-    variance, in each format the zoo and the trainer read."""
-    from safetensors.numpy import save_file
+    """Weights of ResNet-20 (8x8) with a NaN or a negative batch-norm variance: a
+    ``.weights.h5``, a ``.keras`` and a run directory (safetensors: test_zoo_timm_weights)."""
 
     import keras_resnet
 
@@ -96,8 +95,16 @@ def _weights(root: Path) -> None:
     variance = next(w for w in model.weights if w.path.endswith("moving_variance"))
     variance.assign(-np.ones(variance.shape, np.float32))
     model.save_weights(root / "negative_variance.weights.h5")
-    tensors = {"conv1.weight": np.full((64, 3, 7, 7), np.inf, np.float32)}
-    save_file(tensors, str(root / "inf.safetensors"))
+
+
+def _overflowing(tiny: Path, root: Path) -> None:
+    """The tiny model with finite weights so large that its outputs are NaN."""
+    import keras_resnet
+
+    model = keras_resnet.load_model(tiny)
+    for weight in model.weights:
+        weight.assign(np.full(weight.shape, 1e30, np.float32))
+    model.save(root / "overflow.keras")
 
 
 def _folders(root: Path, images: Path) -> None:
@@ -120,6 +127,7 @@ def hostile(sandbox: SimpleNamespace) -> SimpleNamespace:
     _manifests(sandbox, root)
     _keras_files(sandbox, root)
     _weights(root)
+    _overflowing(sandbox.tiny, root)
     _folders(root, sandbox.images)
     return SimpleNamespace(**vars(sandbox), h=root)
 
@@ -159,6 +167,8 @@ CASES = [
     ("export-fifo-labels", export_main, ["{tiny}", "--labels", "{h}/labels_fifo.txt", *EX],
      "FIFO"),
     ("export-nan-keras", export_main, ["{h}/nan.keras", *EX], "non-finite"),
+    ("export-overflow", export_main, ["{h}/overflow.keras", *EX], "not finite"),
+    ("eval-nan-run", eval_main, ["--model-dir", "{h}/nan_run", "--dataset", "digits"], "non-finite"),
     ("export-nan-weights", export_main,
      ["resnet20", "--input-size", "8", "--weights", "{h}/nan.weights.h5", *EX], "non-finite"),
     ("export-negative-variance", export_main,
