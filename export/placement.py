@@ -179,10 +179,11 @@ def fingerprint(output: Path) -> tuple[Any, ...] | None:
 
 
 def _fills_in_place(output: Path) -> bool:
-    """A symbolic link, a mount point or another user's directory: kept, filled in place."""
+    """A symbolic link, a mount point, another user's directory or the current directory:
+    kept, filled in place."""
     if not output.is_dir():
         return False
-    if output.is_symlink() or os.path.ismount(output):
+    if output.is_symlink() or os.path.ismount(output) or output.resolve() == Path.cwd():
         return True
     info, parent = os.stat(output), os.stat(output.parent)
     return info.st_dev != parent.st_dev or info.st_uid != os.geteuid()
@@ -199,7 +200,7 @@ class Placement:
     parents the export created; the lock is released either way."""
 
     def __init__(self, output: Path, force: bool, inputs: list[Path]) -> None:
-        self.output, self.force, self.inputs = Path(output), force, inputs
+        self.output, self.force, self.inputs = Path(os.path.abspath(output)), force, inputs
         self.lock = DirectoryLock(self.output, command_name(), UsageError)
         self.created: list[Path] = []
         self.staging: Path | None = None
