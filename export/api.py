@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import re
 import shutil
-import socket
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,6 +16,7 @@ import numpy as np
 from .errors import UsageError, VerificationFailed
 from .formats import FORMATS, PRECISIONS, QUANTIZE_MODES, ExportJob, format_row, quantizing_formats
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
+from .placement import Placement, check_given, check_output
 from .targets import TARGETS, apply_target, check_target
 from .verify import DEFAULT_MIN_AGREEMENT
 
@@ -177,46 +174,6 @@ def _input_paths(model: str, options: ExportOptions) -> list[Path]:
     return paths
 
 
-def check_output(output: Path, force: bool, inputs: list[Path]) -> None:
-    """Refuse an output that cannot be a directory, or one ``--force`` must not replace:
-    a directory holding an input of the export, the current or home directory (or one
-    above them), or a training run's directory (``run_config.json`` or ``checkpoints/``)."""
-    ancestor = next((p for p in (output, *output.parents) if os.path.lexists(p)), Path("."))
-    if ancestor != output and not ancestor.is_dir():
-        raise UsageError(f"output {output}: {ancestor} is not a directory")
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"output {output} exists and is not a directory")
-    if not (output.is_dir() and any(output.iterdir())):
-        return
-    if not force:
-        raise UsageError(f"output directory {output} is not empty; use --force to replace it")
-    real = output.resolve()
-    for path in inputs:
-        if _within(path.resolve(), real):
-            raise UsageError(f"--force would delete {path}, an input of this export, which lies "
-                             f"in {output}; choose another --output")
-    for name, place in (("the current directory", Path.cwd()),
-                        ("your home", Path(os.path.expanduser("~")))):
-        if _within(place.resolve(), real):
-            raise UsageError(f"--force will not replace {output}: it holds {name}")
-    runs = [p for p in (real, *_children(real)) if (p / "run_config.json").exists()
-            or (p / "checkpoints").is_dir()]
-    if runs:
-        raise UsageError(f"--force will not replace {output}: it holds the training run "
-                         f"{runs[0]} (run_config.json or checkpoints/); choose another --output")
-
-
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def _children(folder: Path) -> list[Path]:
-    try:
-        return [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()]
-    except OSError:
-        return []
-
-
 def resolve_model(model: str, options: ExportOptions) -> Any:
     """The ModelSource for MODEL: a ``.keras`` file or a zoo name."""
     from .source import from_keras_file, from_zoo, looks_like_keras_file, read_labels
@@ -251,117 +208,25 @@ def export_model(model: str, output: str | Path, options: ExportOptions | None =
     if unknown:
         raise TypeError(f"unknown export option(s): {', '.join(sorted(unknown))}")
     options = apply_target(replace(options or ExportOptions(), **overrides))
+    check_given(model, output, options)
     output = Path(output)
     log = log or (lambda message: None)
     started = time.perf_counter()
     validate_options(model, output, options)
-    created = _missing_parents(output)
-    try:
-        staging = make_staging(output)
-    except UsageError:
-        _remove(created)
-        raise
-    try:
+    with Placement(output, options.force, _input_paths(model, options)) as place:
+        staging = place.staging
         source = resolve_model(model, options)
         calib, x_eval, y_eval, eval_spec = _load_data(source, options)
         manifest = _build(source, staging, options, calib, x_eval, y_eval, eval_spec, log)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        _move_into_place(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove(created)
-        raise
+        place.commit()
     if manifest["status"] != "passed":
         failed = [f"{a['format']}/{a['precision']}" for a in manifest["artifacts"]
                   if not a["parity"]["passed"]]
         raise VerificationFailed(f"parity check failed for {', '.join(failed)}; "
                                  f"see {output / 'manifest.json'}")
     return manifest
-
-
-def _remove(created: list[Path]) -> None:
-    for parent in created:
-        shutil.rmtree(parent, ignore_errors=True)
-
-
-def _tag() -> str:
-    """``PID@HOST``: whose staging folder this is, so a later export can tell stale ones."""
-    return f"{os.getpid()}@{socket.gethostname()}"
-
-
-def make_staging(output: Path) -> Path:
-    """Create the hidden staging folder ``.NAME.partial-PID@HOST.<random>`` next to ``output``
-    (and ``output``'s missing parents) before any heavy work, after removing the staging
-    folders that killed exports into the same place left behind. An unwritable place is a
-    UsageError."""
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(output)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{_tag()}.",
-                                        dir=output.parent))
-    except OSError as exc:
-        raise UsageError(f"cannot write the output directory {output}: "
-                         f"{exc.strerror or exc}") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the result is a normal directory
-    return staging
-
-
-_STAGING = re.compile(r"\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)@(?P<host>.+)\.[a-z0-9_]+")
-
-
-def remove_stale_staging(output: Path) -> list[Path]:
-    """Delete ``.NAME.partial-*`` and ``.NAME.old-*`` folders of ``output`` whose export
-    process (same host) is gone: what SIGKILL or a power cut leaves. Returns them."""
-    removed = []
-    host = socket.gethostname()
-    for path in output.parent.iterdir():
-        match = _STAGING.fullmatch(path.name)
-        if (match and match["name"] == output.name and match["host"] == host
-                and path.is_dir() and not path.is_symlink()
-                and not _alive(int(match["pid"]))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    """Rename ``staging`` to ``output``; an existing ``output`` (``--force``) is moved aside
-    first and deleted only after the new directory is in place."""
-    if not output.exists():
-        staging.rename(output)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-{_tag()}.", dir=output.parent))
-    old.rmdir()
-    output.rename(old)
-    try:
-        staging.rename(output)
-    except BaseException:
-        old.rename(output)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _missing_parents(output: Path) -> list[Path]:
-    """Parents of ``output`` that do not exist yet, outermost first."""
-    missing = []
-    for parent in output.resolve().parents:
-        if parent.exists():
-            break
-        missing.append(parent)
-    return list(reversed(missing))
 
 
 def _load_data(source: Any, options: ExportOptions
@@ -495,6 +360,9 @@ def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
     reference_count = len(x_eval) if full else min(PARITY_BATCH, len(x_eval))
     log(f"keras: reference outputs on {reference_count} samples")
     ref = keras_predict(source.model, x_eval[:reference_count])
+    if not np.isfinite(ref).all():
+        raise UsageError(f"the model's outputs on {eval_spec['source']} are not finite (NaN or "
+                         "infinity): its weights overflow; nothing was exported")
     keras_accuracy = _accuracy(ref, y_eval)
     if keras_accuracy is not None:
         eval_spec["keras_top1"] = keras_accuracy

@@ -11,11 +11,16 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from keras_resnet.hub import sha256_of
+from keras_resnet.safefiles import RefusedFile, loads_bounded, special_kind
 
 from .errors import UsageError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
+#: Bounds on a manifest read back (this exporter writes a few KiB, a dozen entries).
+MAX_MANIFEST_BYTES = 4 * 2**20
+MAX_MANIFEST_DEPTH = 32
+MAX_ENTRIES = 256
 
 _TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "openvino",
           "numpy", "keras-resnet")
@@ -63,14 +68,10 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     if path.is_symlink():
         raise UsageError(f"{path} is a symbolic link; an export directory holds its own "
                          "manifest")
-    if not path.is_file():
-        raise UsageError(f"{path} not found: not an export directory")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not valid JSON ({exc})") from None
+    manifest = _load_bounded(path)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
         raise UsageError(f"{path} has no 'artifacts' list")
+    _check_counts(path, manifest)
     for index, artifact in enumerate(manifest["artifacts"]):
         _check_entry(path, f"artifacts[{index}]", artifact, ("format", "precision"))
     reference = manifest.get("reference", {})
@@ -84,6 +85,44 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             and all(isinstance(d, int) and 0 < d <= 8192 for d in shape[1:])):
         raise UsageError(f"{path}: 'input.shape' is not [null, H, W, C] with positive sizes")
     return manifest
+
+
+def _load_bounded(path: Path) -> Any:
+    """The manifest's JSON: a regular file of at most ``MAX_MANIFEST_BYTES``, nested at most
+    ``MAX_MANIFEST_DEPTH`` deep; else UsageError."""
+    kind = special_kind(path)
+    if kind:
+        raise UsageError(f"{path} is {kind}, not a regular file; refused")
+    if not path.is_file():
+        raise UsageError(f"{path} not found: not an export directory")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a "
+                         "manifest this exporter writes")
+    try:
+        return loads_bounded(path.read_text(encoding="utf-8"), str(path), MAX_MANIFEST_DEPTH)
+    except RefusedFile as exc:
+        raise UsageError(str(exc)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc})") from None
+
+
+def _check_counts(path: Path, manifest: dict[str, Any]) -> None:
+    """At most ``MAX_ENTRIES`` artifacts and reference files, no path named twice."""
+    reference = manifest.get("reference", {})
+    count = len(manifest["artifacts"]) + (len(reference) if isinstance(reference, dict) else 0)
+    if count > MAX_ENTRIES:
+        raise UsageError(f"{path} lists {count} files, more than {MAX_ENTRIES}; not a "
+                         "manifest this exporter writes")
+    entries = [*manifest["artifacts"], *(reference.values() if isinstance(reference, dict)
+                                         else ())]
+    seen: set[str] = set()
+    for entry in entries:
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if isinstance(rel, str):
+            key = str(PurePosixPath(rel))
+            if key in seen:
+                raise UsageError(f"{path}: the file {rel!r} is listed twice; refused")
+            seen.add(key)
 
 
 def _check_entry(manifest_path: Path, where: str, entry: Any, fields: tuple[str, ...]) -> None:
@@ -125,7 +164,25 @@ def resolve_inside(directory: Path, rel: str) -> Path:
     if escape is not None:
         raise UsageError(f"manifest path {rel!r}: {escape} leads outside the export "
                          "directory (symbolic link); not read")
+    special = _special_file(path)
+    if special is not None:
+        raise UsageError(f"manifest path {rel!r}: {special[0]} is {special[1]}, not a regular "
+                         "file; not read")
     return path
+
+
+def _special_file(path: Path) -> tuple[str, str] | None:
+    """The first FIFO, socket or device at or under ``path``, with its kind."""
+    kind = special_kind(path)
+    if kind:
+        return str(path), kind
+    if path.is_dir():
+        for folder, _, files in os.walk(path):
+            for name in files:
+                kind = special_kind(os.path.join(folder, name))
+                if kind:
+                    return os.path.join(folder, name), kind
+    return None
 
 
 def _escaping_link(root: Path, path: Path) -> str | None:

@@ -3,7 +3,7 @@ input spec, preprocessing and labels recorded in the manifest."""
 
 from __future__ import annotations
 
-import json
+import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,20 +57,27 @@ def looks_like_keras_file(model: str) -> bool:
 
 
 def read_labels(path: Path) -> list[str]:
-    """Labels from a JSON list, a JSON object with ``labels``, or a text file (one a line)."""
+    """Labels from a JSON list of strings, a JSON object whose ``labels`` is one, or a UTF-8
+    text file (one a line); UsageError with one line otherwise."""
+    from keras_resnet.safefiles import (
+        MAX_LABELS_BYTES,
+        RefusedFile,
+        check_regular,
+        labels_from_json,
+        read_json_file,
+    )
+
     try:
-        text = Path(path).read_text()
+        if Path(path).suffix == ".json":
+            return labels_from_json(read_json_file(path, "labels file", MAX_LABELS_BYTES), path)
+        check_regular(path, "labels file")
+        text = Path(path).read_bytes()[:MAX_LABELS_BYTES + 1].decode("utf-8")
+    except RefusedFile as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read labels file {path}: {exc.strerror}") from None
-    if Path(path).suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"labels file {path} is not valid JSON ({exc.msg})") from None
-        labels = data.get("labels") if isinstance(data, dict) else data
-        if not isinstance(labels, list):
-            raise UsageError(f"labels file {path} has no list of labels")
-        return [str(label) for label in labels]
+    except UnicodeDecodeError:
+        raise UsageError(f"labels file {path} is not UTF-8 text") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -151,8 +158,13 @@ def from_keras_file(path: Path) -> ModelSource:
         raise UsageError(f"model file {path} is not a .keras file")
     if not zipfile.is_zipfile(path):
         raise UsageError(f"model file {path} is corrupt: not a .keras (zip) archive")
+    from keras_resnet.safefiles import RefusedFile
+    from keras_resnet.weights import InvalidWeights
+
     try:
         model = keras_resnet.load_model(path)  # safe_mode=True, with headroom for ResNet-1202
+    except (RefusedFile, InvalidWeights) as exc:
+        raise UsageError(str(exc)) from None
     except Exception as exc:  # Keras raises ValueError, TypeError, KeyError, zip and h5 errors
         message = str(exc)
         if "lambda" in message.lower() or "safe_mode" in message:
@@ -163,13 +175,9 @@ def from_keras_file(path: Path) -> ModelSource:
     labels_path = path.with_name("labels.json")
     labels, preprocessing, in_model = None, "raw RGB pixels 0..255 (assumed)", True
     notes = []
-    if labels_path.is_file():
-        try:
-            meta = json.loads(labels_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{labels_path} is not valid JSON ({exc.msg})") from None
+    if os.path.lexists(labels_path):
+        meta, labels = _labels_beside(labels_path)
         if isinstance(meta, dict):
-            labels = [str(x) for x in meta.get("labels", [])] or None
             preprocessing = str(meta.get("preprocessing", preprocessing))
     else:
         notes.append("no labels.json next to the model: labels unknown, input assumed to be "
@@ -179,6 +187,23 @@ def from_keras_file(path: Path) -> ModelSource:
                        input_shape=_input_shape(model), preprocessing=preprocessing,
                        preprocessing_in_model=in_model, labels=labels, keras_path=path,
                        notes=notes)
+
+
+def _labels_beside(path: Path) -> tuple[Any, list[str]]:
+    """The JSON of the ``labels.json`` next to a model and its labels, checked (see
+    :func:`read_labels`)."""
+    from keras_resnet.safefiles import (
+        MAX_LABELS_BYTES,
+        RefusedFile,
+        labels_from_json,
+        read_json_file,
+    )
+
+    try:
+        meta = read_json_file(path, "labels file", MAX_LABELS_BYTES)
+        return meta, labels_from_json(meta, path)
+    except RefusedFile as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _input_shape(model: Any) -> tuple[int, int, int]:

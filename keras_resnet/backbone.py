@@ -155,6 +155,8 @@ def build_network(spec: NetSpec, a: NetworkArgs) -> keras.Model:
     elif a.weights is not None:
         weights_lib.load_into(model, a.weights, weights_name=a.weights_name,
                               include_top=a.include_top)
+    if a.weights is not None:
+        weights_lib.check_values(model, f"weights={a.weights!r}")
     return model
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .hub import CONFIG_FILE, download, sha256_of
+from .safefiles import check_regular
 from .specs import IMAGENET_LAYOUTS, NetSpec
 
 HUB_PREFIX = "timm/"
@@ -128,6 +129,8 @@ def check_argument(weights: Any, *, spec: NetSpec, model_name: str, shortcut: st
             "unpickles (it can run code). Pass the safetensors form instead: a hub name such "
             "as 'timm/resnet50.a1_in1k', or a local model.safetensors (in PyTorch: "
             "safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))")
+    if not is_hub_name(text):
+        check_regular(text, "weights file")
     if not is_hub_name(text) and not os.path.isfile(text):
         raise FileNotFoundError(f"weights={text!r}: no such file")
     ours = spec_architecture(spec)
@@ -354,4 +357,18 @@ def load_into(model, ckpt: Checkpoint, *, include_top: bool) -> None:
     with safe_open(ckpt.path, framework="numpy") as f:
         for variable, name, order in pairs:
             value = np.asarray(f.get_tensor(name), dtype="float32")
+            _check_tensor(value, name, ckpt.path)
             variable.assign(value if order is None else np.transpose(value, order))
+
+
+def _check_tensor(value: np.ndarray, name: str, path: str) -> None:
+    """A tensor of the file finite, and a batch norm's ``running_var`` non-negative."""
+    from .weights import InvalidWeights
+
+    if not np.isfinite(value).all():
+        raise InvalidWeights(f"weights={path!r}: tensor {name} has "
+                             f"{int(value.size - np.isfinite(value).sum())} non-finite value(s) "
+                             "(NaN or infinity)")
+    if name.endswith("running_var") and (value < 0).any():
+        raise InvalidWeights(f"weights={path!r}: tensor {name} (a batch norm variance) has "
+                             f"negative values (min {float(value.min()):g})")

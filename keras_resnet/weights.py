@@ -21,6 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .safefiles import check_archive, check_regular
 from .specs import NetSpec
 
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -72,6 +73,7 @@ def check_weights_argument(weights: Any, *, spec: NetSpec, weights_name: str | N
         raise ValueError(f"weights={weights!r} must be None, 'imagenet' or a path to a "
                          "weights file, or a timm name such as 'timm/resnet50.a1_in1k'")
     path = os.fspath(weights)
+    check_regular(path, "weights file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights={path!r}: no such file")
     if not path.endswith(WEIGHT_SUFFIXES):
@@ -81,6 +83,31 @@ def check_weights_argument(weights: Any, *, spec: NetSpec, weights_name: str | N
     if not readable:
         raise ValueError(f"weights={path!r} is corrupt or not a weights file "
                          f"({'zip' if path.endswith('.keras') else 'HDF5'} header not found)")
+    if path.endswith(".keras"):
+        check_archive(path)
+
+
+class InvalidWeights(ValueError):
+    """Weights that load but cannot be used: a NaN or infinite value, or a negative batch
+    norm variance (the normalisation would take the square root of it)."""
+
+
+def check_values(model, source: str) -> None:
+    """Every floating-point weight of ``model`` finite and every batch-norm moving variance
+    non-negative, else :class:`InvalidWeights` naming the first bad tensor and ``source``."""
+    import keras
+
+    for variable in model.weights:
+        if not str(variable.dtype).startswith(("float", "bfloat")):
+            continue
+        values = np.asarray(keras.ops.convert_to_numpy(variable), np.float32)
+        if not np.isfinite(values).all():
+            bad = int(np.size(values) - np.isfinite(values).sum())
+            raise InvalidWeights(f"{source}: tensor {variable.path} has {bad} non-finite "
+                                 "value(s) (NaN or infinity)")
+        if "moving_variance" in variable.path and (values < 0).any():
+            raise InvalidWeights(f"{source}: tensor {variable.path} (a batch norm variance) "
+                                 f"has negative values (min {float(values.min()):g})")
 
 
 def fetch_imagenet(weights_name: str, include_top: bool) -> str:

@@ -215,12 +215,14 @@ def _run_dir(path: Path, model: str, input_size: int) -> WeightsRef:
 
 def _file(path: Path, argument: str, model: str, input_size: int) -> WeightsRef:
     from keras_resnet import timm_weights
+    from keras_resnet.safefiles import check_regular
 
     name = path.name.lower()
     if name.endswith(timm_weights.PICKLE_SUFFIXES):
         raise UsageError(f"--weights {argument} is a pickle-based PyTorch file, which is never "
                          "unpickled (it can run code): pass its safetensors form (a hub name "
                          "such as timm/resnet50.a1_in1k, or model.safetensors)")
+    check_regular(path, "weights file")
     if not path.is_file():
         raise UsageError(f"--weights {argument}: no such file or model dir")
     if name.endswith(timm_weights.SAFETENSORS_SUFFIX):
@@ -330,6 +332,9 @@ def load_source(ref: WeightsRef, *, model: str, architecture: dict[str, Any],
     against a fresh one; UsageError naming what does not fit."""
     import keras
 
+    from keras_resnet.safefiles import RefusedFile
+    from keras_resnet.weights import InvalidWeights
+
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
@@ -338,6 +343,8 @@ def load_source(ref: WeightsRef, *, model: str, architecture: dict[str, Any],
                    ref.source)
     except UsageError:
         raise
+    except (InvalidWeights, RefusedFile) as exc:
+        raise UsageError(f"--weights {ref.source}: {_first_line(exc)}") from None
     except (ValueError, OSError, TypeError, KeyError) as exc:
         raise UsageError(f"--weights {ref.source} do not fit --model {model}: "
                          f"{_first_line(exc)}") from None
@@ -381,13 +388,13 @@ def _run_extras(loaded: Any, ref: WeightsRef, size: int
                 ) -> tuple[list[str] | None, np.ndarray | None, np.ndarray | None]:
     """A run's labels.json and the statistics of its Normalization layer, as the trainer's
     ``build_model`` takes them (pixel mean flattened, channel std)."""
+    from keras_resnet.safefiles import MAX_LABELS_BYTES, labels_from_json, read_json_file
+
     labels_path = Path(ref.path).with_name("labels.json")
     labels = None
-    if labels_path.is_file():
-        try:
-            labels = [str(x) for x in json.loads(labels_path.read_text()).get("labels", [])]
-        except (OSError, ValueError, AttributeError):
-            labels = None
+    if os.path.lexists(labels_path):  # a damaged one is a RefusedFile, named by load_source
+        labels = labels_from_json(read_json_file(labels_path, "labels file", MAX_LABELS_BYTES),
+                                  labels_path)
     if ref.preprocessing is None or "preprocessing" not in _names(loaded):
         return labels, None, None
     mean, variance = (np.asarray(w, np.float32) for w in

@@ -30,6 +30,7 @@ from keras_resnet.training.checkpoints import (
     CHECKPOINT_DIR,
     RUN_CONFIG,
     check_model_dir,
+    checkpoint_prefixes,
     choose_checkpoint,
 )
 from keras_resnet.training.config import TrainConfig
@@ -46,7 +47,9 @@ from keras_resnet.training.model import PREPROCESSING, float32_copy
 from keras_resnet.training.outputs import (
     atomic_write_json,
     atomic_write_text,
+    lock_model_dir,
     read_json,
+    release_lock,
     save_model_atomic,
 )
 from keras_resnet.training.precision import resolve_precision
@@ -84,10 +87,13 @@ class Prepared:
     plan: StrategyPlan
     resume: bool
     checkpoint: str | None = None
+    seen: tuple[str, ...] = ()  # the checkpoints found, compared again under the lock
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
     """Cheap validation: strategy/TF_CONFIG, replica divisibility, model dir compatibility."""
+    if not str(cfg.output.model_dir).strip():
+        raise UsageError("--model-dir is an empty string; name the run's directory")
     plan = plan_strategy(cfg.run.strategy)
     batch, model_dir = cfg.optim.batch_size, Path(cfg.output.model_dir)
     if plan.kind != "tpu" and batch % plan.num_replicas:
@@ -97,7 +103,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     checkpoint = choose_checkpoint(model_dir) if resume else None
     if cfg.run.eval_only and checkpoint is None:
         raise UsageError(f"--eval-only: no checkpoint in {str(model_dir / CHECKPOINT_DIR)!r}")
-    return Prepared(plan, checkpoint is not None, checkpoint)
+    return Prepared(plan, checkpoint is not None, checkpoint,
+                    tuple(checkpoint_prefixes(model_dir)))
 
 
 def _data_seed(cfg: TrainConfig, prepared: Prepared) -> int:
@@ -133,8 +140,28 @@ class RunInputs:
 def run_training(cfg: TrainConfig, prepared: Prepared, pretrained: Any = None, *,
                  inputs: RunInputs | None = None) -> TrainResult:
     """Run (or resume) training, or evaluate with ``run.eval_only``; returns the result.
-    ``pretrained``: as :attr:`RunInputs.pretrained`."""
-    inputs = inputs or RunInputs(pretrained)
+    ``pretrained``: as :attr:`RunInputs.pretrained`. The chief holds the model dir's lock
+    throughout (:func:`keras_resnet.training.outputs.lock_model_dir`): another trainer or
+    exporter on the same directory is refused at once."""
+    model_dir = Path(cfg.output.model_dir)
+    lock = lock_model_dir(model_dir) if prepared.plan.is_chief else None
+    try:
+        if lock is not None:
+            _check_unchanged(cfg, prepared, model_dir)
+        return _run_training(cfg, prepared, inputs or RunInputs(pretrained))
+    finally:
+        release_lock(lock)
+
+
+def _check_unchanged(cfg: TrainConfig, prepared: Prepared, model_dir: Path) -> None:
+    """Under the lock: the model dir still holds what :func:`prepare` found."""
+    check_model_dir(model_dir, cfg.identity())
+    if tuple(checkpoint_prefixes(model_dir)) != prepared.seen:
+        raise UsageError(f"--model-dir {str(model_dir)!r} changed since this command checked "
+                         "it (another run wrote to it); run the command again")
+
+
+def _run_training(cfg: TrainConfig, prepared: Prepared, inputs: RunInputs) -> TrainResult:
     import keras
 
     plan = prepared.plan

@@ -76,3 +76,24 @@ class CsvLog:
         with self.path.open("a", newline="") as f:
             writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in CSV_FIELDS})
+
+
+def lock_model_dir(model_dir: Path) -> Any:
+    """Hold ``model_dir``'s lock (:class:`keras_resnet.outputs.DirectoryLock`, the file
+    ``.NAME.lock`` beside it) for this run; UsageError naming the holder's PID when another
+    trainer or exporter holds it. Its parents are created first (the run creates them)."""
+    from keras_resnet.training.errors import UsageError
+
+    from keras_resnet.outputs import DirectoryLock, command_name
+
+    try:
+        Path(os.path.abspath(model_dir)).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--model-dir {str(model_dir)!r} cannot be created "
+                         f"({exc.strerror or exc})") from None
+    return DirectoryLock(model_dir, command_name()).acquire()
+
+
+def release_lock(lock: Any) -> None:
+    if lock is not None:
+        lock.release()

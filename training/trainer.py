@@ -9,6 +9,7 @@ driven by :class:`keras_resnet.training.controller.Controller`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -312,5 +313,10 @@ class Trainer:
         for _ in range(steps):
             self._eval_step(iterator)
         loss, top1, top5, count = (float(m.result()) for m in metrics)
+        if not math.isfinite(loss):
+            raise UsageError(f"the model's outputs on the test split are not finite (eval loss "
+                             f"{loss}): its weights or batch-norm statistics hold NaN or "
+                             "infinity; a lower --learning-rate usually helps, and the "
+                             "checkpoints before this step are kept")
         return {"eval_loss": loss, "eval_top1": top1, "eval_top5": top5,
                 "eval_examples": int(round(count))}

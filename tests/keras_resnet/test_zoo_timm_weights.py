@@ -201,3 +201,19 @@ def test_preprocessing_follows_the_weights_and_can_live_in_the_model(r18, images
         kr.ResNet18(include_preprocessing=True)
     with pytest.raises(ValueError, match="Caffe's BGR"):
         kr.ResNet50(weights="imagenet", include_preprocessing=True)
+
+
+@pytest.mark.parametrize(("tensor", "value", "words"), [
+    ("layer1.0.conv1.weight", np.inf, "non-finite"),
+    ("layer2.0.bn2.running_var", -1.0, "negative")])
+def test_non_finite_or_negative_variance_is_named(tensor, value, words, tmp_path,
+                                                   timm_checkpoint):
+    """A safetensors file is checked tensor by tensor before use, named as in the file."""
+    from safetensors.numpy import load_file
+
+    good = load_file(str(timm_checkpoint(tmp_path / "good", "resnet18", classes=10)))
+    bad = good[tensor].copy()
+    bad.flat[0] = value
+    path = timm_checkpoint(tmp_path / "bad", "resnet18", classes=10, extra={tensor: bad})
+    with pytest.raises(ValueError, match=rf"tensor {tensor.replace('.', '[.]')} .*{words}"):
+        kr.ResNet18(weights=str(path), input_shape=(32, 32, 3), classes=10)

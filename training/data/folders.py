@@ -3,8 +3,10 @@
 Split rule: with ``PATH/train/`` and ``PATH/val/``, those are the training and test splits.
 Otherwise the image files of all classes, sorted by class and then by path, are one list, and
 every 10th of it (positions 9, 19, 29, ...) is the test split, the rest the training split.
-A folder without class subfolders holds unlabelled images (accepted where labels are not
-needed: int8 calibration and parity checks); the same rule splits it. No TensorFlow here.
+Hidden files and folders (names starting with ``.``) are never classes nor images, and a
+training dataset needs at least two classes. A folder without class subfolders holds
+unlabelled images (accepted where labels are not needed: int8 calibration and parity
+checks); the same rule splits it. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keras_resnet.training.errors import UsageError
+
+from keras_resnet.safefiles import special_kind
 
 #: The image files every source reads (suffixes, compared in lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -59,8 +63,22 @@ def image_file_problem(path: Path) -> str | None:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """The image files under ``folder``; hidden files and folders (``.thumbs/``) are left
+    out, and an image name that is a FIFO, socket or device is refused."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(parent) / name
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            kind = special_kind(path)
+            if kind:
+                raise UsageError(f"dataset file {str(path)!r} is {kind}, not a regular file; "
+                                 "remove it")
+            if path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 def _files(root: Path, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -113,9 +131,13 @@ def folder_splits(path: str, role: str = "dataset", labelled: bool = True) -> Fo
     split_dirs = {"train": root / "train", "test": root / "val"}
     has_splits = split_dirs["train"].is_dir() and split_dirs["test"].is_dir()
     class_root = split_dirs["train"] if has_splits else root
-    classes = sorted(p.name for p in class_root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in class_root.iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
     if not classes and labelled:
         raise UsageError(f"{role} folder {str(root)!r} has no class subfolders")
+    if len(classes) == 1 and role == "dataset":
+        raise UsageError(f"{role} folder {str(root)!r} has one class folder ({classes[0]!r}); "
+                         "a classifier needs at least two")
     if has_splits:
         lists = {s: _files(d, classes) for s, d in split_dirs.items()}
     else:
