@@ -114,6 +114,7 @@ def onnx_metadata(source: Any) -> dict[str, str]:
             "preprocessing": source.preprocessing,
             "preprocessing_in_model": str(source.preprocessing_in_model).lower(),
             "input_shape_nhwc": json.dumps([None, h, w, c]),
+            "input_contract": json.dumps(source.contract.to_json()),
             "producer": "keras-resnet export"}
 
 
