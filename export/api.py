@@ -547,7 +547,7 @@ class _Recorder:
     def __call__(self, fmt: str, precision: str, rel: str, info: dict[str, Any],
                  seconds: float, checks: dict[str, dict[str, Any]] | None = None) -> None:
         from .bench import median_latency_ms
-        from .verify import compare, make_runner, parity_text, run_batched
+        from .verify import compare, file_logits, make_runner, parity_text, run_batched
 
         artifact = {"format": fmt, "precision": precision, "path": rel, **info}
         if self.options.batch is not None:
@@ -557,8 +557,11 @@ class _Recorder:
         count = len(self.ref) if full else PARITY_BATCH
         out = run_batched(runner, self.x_eval[:count])
         logits = None if self.logits is None else self.logits[:count]
+        parity_count = min(PARITY_BATCH, count)
         parity = compare(self.ref[:count], out, precision, self.options.min_agreement,
-                         min(PARITY_BATCH, count), logits=logits)
+                         parity_count, logits=logits, file_logits=file_logits(
+                             self.staging, artifact, self.options.threads, logits,
+                             self.x_eval[:parity_count]))
         accuracy = _accuracy(out, self.y_eval[:count] if self.y_eval is not None else None)
         if accuracy is not None:
             parity["test_top1"] = accuracy
@@ -594,7 +597,7 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
 
     reference_files = _write_reference(source, staging, x_eval[:PARITY_BATCH])
     ref, logits = _reference_outputs(source, options, x_eval, y_eval, eval_spec, log)
-    sanity = _sanity(source, eval_spec, ref)
+    sanity = _sanity(source, eval_spec, ref, y_eval)
     if not sanity["passed"]:
         log("keras: sanity check FAILED: " + "; ".join(sanity["problems"]))
     record = _Recorder(staging, options, ref, logits, x_eval, y_eval, log)
@@ -665,9 +668,12 @@ def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
     return ref, logits
 
 
-def _sanity(source: Any, eval_spec: dict[str, Any], ref: np.ndarray) -> dict[str, Any]:
-    """The float Keras model's own test top-1 against chance and against what its training
-    run recorded: a model that does not work cannot have files that "pass"."""
+def _sanity(source: Any, eval_spec: dict[str, Any], ref: np.ndarray,
+            labels: np.ndarray | None) -> dict[str, Any]:
+    """The float Keras model's own test top-1 against chance, its predictions against the
+    classes of the labels (a model fed inputs in the wrong range answers a few classes for
+    every image) and its top-1 against what its training run recorded: a model that does
+    not work cannot have files that "pass"."""
     sanity: dict[str, Any] = {"passed": True, "problems": []}
     if source.untrained:
         sanity["note"] = (f"untrained: seeded random weights (seed "
@@ -684,6 +690,13 @@ def _sanity(source: Any, eval_spec: dict[str, Any], ref: np.ndarray) -> dict[str
             f"Keras model test top-1 {top1 * 100:.1f}% of {count} images is at chance level "
             f"({100 / classes:.1f}% for {classes} classes): is its input contract right? "
             f"({source.contract.describe()}, {source.contract.read_from})")
+    present = np.unique(labels[:len(ref)])
+    answered = np.intersect1d(np.unique(np.argmax(ref, axis=1)), present)
+    if count >= 5 * len(present) and len(answered) < len(present) / 2:
+        sanity["problems"].append(
+            f"Keras model answers only {len(answered)} of the {len(present)} classes of the "
+            f"{count} labelled images (test top-1 {top1 * 100:.1f}%): is its input contract "
+            f"right? ({source.contract.describe()}, {source.contract.read_from})")
     recorded, dataset = source.recorded.get("top1"), source.recorded.get("dataset")
     if isinstance(recorded, int | float) and dataset in (None, eval_spec["source"]):
         margin = max(0.05, 3 * float(np.sqrt(max(recorded * (1 - recorded), 1e-6) / count)))

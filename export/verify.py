@@ -32,11 +32,13 @@ def is_probabilities(y: np.ndarray) -> bool:
 
 def compare(reference: np.ndarray, output: np.ndarray, precision: str,
             min_agreement: float = DEFAULT_MIN_AGREEMENT, parity_count: int | None = None,
-            logits: np.ndarray | None = None) -> dict[str, Any]:
+            logits: np.ndarray | None = None, file_logits: np.ndarray | None = None
+            ) -> dict[str, Any]:
     """Parity figures of ``output`` against the Keras ``reference`` and whether they pass.
 
     Float precisions are judged over the first ``parity_count`` samples: on logits when
-    ``logits`` (the input of the Keras model's final softmax) is given, by the largest
+    ``logits`` (the input of the Keras model's final softmax) is given: against the file's
+    own pre-softmax tensor (``file_logits``) where it could be read, else by the largest
     difference of log-probabilities (logits up to a per-row constant) where the reference
     probability is resolvable, relative to the logits' scale; otherwise on the outputs
     (relative to their scale unless they are probabilities). Rows whose softmax is saturated
@@ -65,7 +67,11 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str,
         return figures
     limit = MAX_ABS_DIFF.get(precision, MAX_ABS_DIFF["float16"])
     figures["max_diff_limit"] = limit
-    if logits is not None and probabilities:
+    if logits is not None and file_logits is not None:
+        figures.update(_direct_logit_figures(np.asarray(logits)[:count],
+                                             np.asarray(file_logits)[:count]))
+        measured = figures["rel_logit_diff"]
+    elif logits is not None and probabilities:
         figures.update(_logit_figures(np.asarray(logits)[:count], output[:count]))
         measured = figures["rel_logit_diff"]
     elif probabilities:
@@ -82,6 +88,19 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str,
                                 "no other probability is resolvable")
         figures["passed"] = bool(np.all(agree[:count]))
     return figures
+
+
+def _direct_logit_figures(logits: np.ndarray, file_logits: np.ndarray) -> dict[str, Any]:
+    """Largest difference of the file's logits from Keras', relative to their scale (both
+    centred per row: a softmax ignores a row's constant)."""
+    z = logits.astype(np.float64)
+    z = z - np.mean(z, axis=1, keepdims=True)
+    f = file_logits.astype(np.float64).reshape(z.shape)
+    f = f - np.mean(f, axis=1, keepdims=True)
+    delta = float(np.max(np.abs(f - z)))
+    scale = max(1.0, float(np.max(np.abs(z))))
+    return {"judged_on": "logits: the file's pre-softmax tensor, relative to the logits' "
+            "scale", "logit_diff": delta, "logit_scale": scale, "rel_logit_diff": delta / scale}
 
 
 def _logit_figures(logits: np.ndarray, output: np.ndarray) -> dict[str, Any]:
@@ -106,6 +125,10 @@ def parity_text(parity: dict[str, Any]) -> str:
         return (f"top-1 {parity['top1_agreement'] * 100:.1f}% of "
                 f"{parity['agreement_samples']}")
     count = parity["parity_samples"]
+    if str(parity.get("judged_on", "")).startswith("top-1 agreement only"):
+        agreeing = round(parity["top1_agreement"] * parity["agreement_samples"])
+        return (f"top-1 {agreeing}/{parity['agreement_samples']} only: softmax saturated "
+                f"{parity['saturated_rows']}/{count}, no logits")
     if "rel_logit_diff" in parity:
         text = f"logits rel {parity['rel_logit_diff']:.1e} on {count}"
     elif "max_rel_diff" in parity:
@@ -153,6 +176,16 @@ def _pre_softmax(model: Any, tensor: Any) -> Any | None:
     linear.build(inputs[0].shape)
     linear.set_weights(layer.get_weights())
     return linear(inputs[0])
+
+
+def file_logits(directory: Path, artifact: dict[str, Any], threads: int | None,
+                logits: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:
+    """The file's own logits on ``x`` where the Keras model has logits and the file's
+    format can expose them (:mod:`.logits`); None otherwise."""
+    from .logits import logits_runner
+
+    runner = None if logits is None else logits_runner(directory, artifact, threads)
+    return None if runner is None else run_batched(runner, x)
 
 
 def reference_outputs(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -295,7 +328,8 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
         try:
             out = run_batched(make_runner(directory, artifact, threads), x_all)
             figures = compare(ref, out, artifact["precision"], min_agreement, len(x),
-                              logits=logits)
+                              logits=logits, file_logits=file_logits(
+                                  directory, artifact, threads, logits, x))
         except Exception as exc:  # a runtime that cannot load or run the file is a failure
             figures = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
         if not figures["passed"]:
