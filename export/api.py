@@ -744,7 +744,22 @@ def _write_reference(source: Any, staging: Path, parity: np.ndarray) -> dict[str
     else:
         source.model.save(keras_path)
     np.save(staging / "parity_inputs.npy", parity.astype(np.float32))
-    return {name: {"path": rel, "sha256": sha256_path(staging / rel),
-                   "bytes": size_bytes(staging / rel)}
-            for name, rel in (("keras_model", "model.keras"),
-                              ("parity_inputs", "parity_inputs.npy"))}
+    files = {name: {"path": rel, "sha256": sha256_path(staging / rel),
+                    "bytes": size_bytes(staging / rel)}
+             for name, rel in (("keras_model", "model.keras"),
+                               ("parity_inputs", "parity_inputs.npy"))}
+    files["keras_model"]["weights_sha256"] = _weights_digest(keras_path)
+    return files
+
+
+def _weights_digest(keras_path: Path) -> str | None:
+    """SHA-256 of the weights inside a ``.keras`` file: the same for the same weights, where
+    the file's own digest is not (Keras records the save date and object ids)."""
+    import hashlib
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(keras_path) as archive:
+            return hashlib.sha256(archive.read("model.weights.h5")).hexdigest()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None

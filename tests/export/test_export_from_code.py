@@ -31,7 +31,7 @@ def notebook() -> dict:
                                       classes=10)
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=32, epochs=12, verbose=0)
+    model.fit(x, y, batch_size=32, epochs=6, verbose=0)
     accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
     assert accuracy > 0.9, f"the notebook model did not learn digits ({accuracy:.3f})"
     return {"model": model, "x": x.astype(np.float32), "y": y, "x_test": x_test,
