@@ -377,11 +377,11 @@ def export_model(model: Any, output: str | Path, options: ExportOptions | None =
     if manifest["status"] != "passed":
         failed = [f"{a['format']}/{a['precision']}" for a in manifest["artifacts"]
                   if not a["parity"]["passed"]]
+        reasons = [f"parity check failed for {', '.join(failed)}"] if failed else []
         if not manifest["sanity"]["passed"]:
-            failed.insert(0, "the model's sanity check (" + "; ".join(
-                manifest["sanity"]["problems"]) + ")")
-        raise VerificationFailed(f"failed: {', '.join(failed)}; "
-                                 f"see {output / 'manifest.json'}")
+            reasons.insert(0, "the model's sanity check failed: "
+                           + "; ".join(manifest["sanity"]["problems"]))
+        raise VerificationFailed(f"{'; '.join(reasons)}; see {output / 'manifest.json'}")
     return manifest
 
 

@@ -93,7 +93,7 @@ def test_a_model_fed_the_wrong_range_is_flagged_at_chance(notebook: dict,
                                                           tmp_path: Path) -> None:
     """The 0..1 model told it takes 0..255 predicts one class: not "ok"."""
     out = tmp_path / "wrong"
-    with pytest.raises(VerificationFailed, match="sanity check"):
+    with pytest.raises(VerificationFailed, match="sanity check failed"):
         export_model(notebook["model"], out, formats=["onnx"], calibration="digits",
                      input_range="0,255")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -112,7 +112,7 @@ def test_a_random_model_is_flagged_at_chance(tmp_path: Path) -> None:
     keras.utils.set_random_seed(3)
     model = keras_resnet.build_resnet(8, family="cifar", input_shape=(SIZE, SIZE, 3),
                                       classes=10)
-    with pytest.raises(VerificationFailed, match="sanity check"):
+    with pytest.raises(VerificationFailed, match="sanity check failed"):
         export_model(model, tmp_path / "o", formats="onnx", data="digits", input_range="0,1")
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["evaluation"]["keras_top1"] < 0.15
