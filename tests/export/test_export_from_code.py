@@ -181,3 +181,24 @@ def test_bad_cli_arguments_exit_2(tmp_path: Path, capsys, argv: list, message: s
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err
 
+
+
+def test_datasets_and_batches_become_images_and_labels() -> None:
+    """A tf.data.Dataset (batched or not, with or without labels) and an iterable of
+    batches give the same arrays, cut at the limit."""
+    import tensorflow as tf
+    from keras_resnet.export.samples import as_samples
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (10, 4, 4, 3)).astype(np.float32)
+    y = np.arange(10) % 3
+    pairs = tf.data.Dataset.from_tensor_slices((x, y))
+    for given in (pairs, pairs.batch(3), [(x[:5], y[:5]), (x[5:], y[5:])]):
+        got = as_samples(given, "data", limit=7)
+        np.testing.assert_array_equal(got.images, x[:7])
+        np.testing.assert_array_equal(got.labels, y[:7])
+    images = as_samples(tf.data.Dataset.from_tensor_slices(x).batch(4), "calibration", 100)
+    np.testing.assert_array_equal(images.images, x)
+    assert images.labels is None
+    with pytest.raises(UsageError, match="yielded no images"):
+        as_samples(pairs.take(0), "data", 5)
