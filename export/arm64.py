@@ -155,7 +155,7 @@ def _inputs(directory: Path, manifest: dict[str, Any], samples: int) -> np.ndarr
 
     x = np.load(directory / "parity_inputs.npy")
     evaluation, spec = manifest.get("evaluation", {}), manifest["input"]
-    if evaluation.get("source") and samples:
+    if evaluation.get("source") and not evaluation.get("in_memory") and samples:
         pixels, _ = load_samples(evaluation["source"], "test", samples,
                                  tuple(spec["shape"][1:3]), seed=evaluation.get("seed", 0))
         x = np.concatenate([x, manifest_preprocess(manifest)(pixels)])
