@@ -84,9 +84,10 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str,
     figures["passed"] = measured <= limit
     if figures.get("compared_entries") == count and "top1_agreement" in figures:
         # every row saturated: the probabilities say nothing beyond the top class
-        figures["judged_on"] = (f"top-1 agreement only: softmax saturated on all {count} rows, "
-                                "no other probability is resolvable")
-        figures["passed"] = bool(np.all(agree[:count]))
+        figures["judged_on"] = (f"top-1 agreement only (all {len(agree)} images): softmax "
+                                f"saturated on all {count} rows, no other probability is "
+                                "resolvable")
+        figures["passed"] = bool(np.all(agree))
     return figures
 
 
