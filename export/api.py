@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from .targets import TARGETS, apply_target, check_target
 from .verify import DEFAULT_MIN_AGREEMENT
 
 DEFAULT_OPSET = 17
+#: Calibration images drawn when ``samples`` is not given.
 DEFAULT_SAMPLES = 100
 PARITY_BATCH = 8
 #: Largest ``--classes`` and ``--input-size`` the exporter builds a zoo model with.
@@ -35,10 +37,12 @@ class ExportOptions:
     target: str = "cpu"
     formats: list[str] | None = None  # None: the target's (see export/targets.py)
     quantize: list[str] | None = None
-    calibration: str | None = None
+    #: A source name, a .npy/.npz file, images, (images, labels), a Dataset or batches.
+    calibration: Any = None
     calibration_method: str = "minmax"
-    data: str | None = None
-    samples: int = DEFAULT_SAMPLES
+    data: Any = None
+    #: Evaluation images (None: the whole test split) and calibration images (None: 100).
+    samples: int | None = None
     opset: int = DEFAULT_OPSET
     nchw: bool = False
     int8_scheme: str | None = None
@@ -49,34 +53,88 @@ class ExportOptions:
     weights: str | None = None
     classes: int | None = None
     input_size: int | None = None
-    labels: str | None = None
+    labels: Any = None  # a file, or a list of class names
     builder: dict[str, Any] = field(default_factory=dict)
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     force: bool = False
     threads: int = 2
     seed: int = 0
+    #: The input contract when the model does not record it (see export/contract.py).
+    input_range: Any = None
+    mean: Any = None
+    std: Any = None
+    channel_order: str = "RGB"
 
 
-def validate_options(model: str, output: Path, options: ExportOptions) -> None:
-    """Reject bad input before any heavy work; raises UsageError."""
-    from .samples import check_source
+def validate_options(model: Any, output: Path, options: ExportOptions) -> None:
+    """Reject bad input before any heavy work; raises UsageError. In-memory calibration and
+    evaluation data are checked and replaced by arrays here."""
+    from .contract import parse_channels_stat, parse_range
+    from .samples import as_samples
 
+    _check_types(options)
     _check_formats(options)
     check_target(options)
     _check_unread_options(options)
     for mode in options.quantize:
-        if PRECISIONS[QUANTIZE_MODES[mode]].calibrated and not options.calibration:
+        if PRECISIONS[QUANTIZE_MODES[mode]].calibrated and options.calibration is None:
             raise UsageError(f"--quantize {mode} needs a calibration set: --calibration "
-                             "digits | tfds:NAME | folder:PATH | synthetic")
-    if options.calibration:
-        check_source(options.calibration, "calibration")
-    if options.data:
-        check_source(options.data, "data")
+                             "digits | tfds:NAME | folder:PATH | synthetic | FILE.npy")
     _check_numbers(model, options)
+    parse_range(options.input_range)
+    parse_channels_stat(options.mean, "mean")
+    parse_channels_stat(options.std, "std")
+    options.calibration = as_samples(options.calibration, "calibration",
+                                     options.samples or DEFAULT_SAMPLES)
+    options.data = as_samples(options.data, "data", options.samples or MAX_EVAL_SAMPLES)
     _check_model_argument(model)
-    if options.labels and not Path(options.labels).is_file():
+    if isinstance(options.labels, str) and not Path(options.labels).is_file():
         raise UsageError(f"labels file {options.labels} not found")
     check_output(output, options.force, _input_paths(model, options))
+
+
+#: The type each option must have (bool is refused where a number is asked).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "target": (str,), "calibration_method": (str,), "opset": (int,), "nchw": (bool,),
+    "int8_io": (str,), "static": (bool,), "force": (bool,), "threads": (int,), "seed": (int,),
+    "min_agreement": (int, float), "builder": (dict,), "channel_order": (str,)}
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "samples": (int,), "int8_scheme": (str,), "batch": (int,), "weights": (str,),
+    "classes": (int,), "input_size": (int,)}
+
+
+def _check_types(options: ExportOptions) -> None:
+    """Each option of the type it must have, and sequences as lists of words."""
+    for name, types in (*_TYPES.items(), *_OPTIONAL.items()):
+        value = getattr(options, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            allowed = " or ".join(t.__name__ for t in types)
+            raise UsageError(f"{name} must be {allowed}"
+                             f"{' or None' if name in _OPTIONAL else ''} (got {value!r})")
+    if options.seed < 0:
+        raise UsageError(f"seed (--seed) must be at least 0 (got {options.seed})")
+    if options.channel_order not in ("RGB", "BGR"):
+        raise UsageError(f"channel_order must be RGB or BGR (got {options.channel_order!r})")
+    options.formats = _words(options.formats, "formats")
+    options.quantize = _words(options.quantize, "quantize")
+    if options.labels is not None and not isinstance(options.labels, str) and not (
+            isinstance(options.labels, list | tuple)
+            and all(isinstance(x, str) for x in options.labels)):
+        raise UsageError("labels must be a file name or a list of class names "
+                         f"(got {type(options.labels).__name__})")
+
+
+def _words(value: Any, name: str) -> list[str] | None:
+    """``"float16,int8"``, ``"int8"`` or ``["float16", "int8"]`` as a list of words."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [w.strip() for w in value.split(",") if w.strip()]
+    if isinstance(value, list | tuple) and all(isinstance(w, str) for w in value):
+        return [w.strip() for w in value if w.strip()]
+    raise UsageError(f"{name} must be a comma list or a list of words (got {value!r})")
 
 
 def _check_formats(options: ExportOptions) -> None:
@@ -114,18 +172,17 @@ def _check_unread_options(options: ExportOptions) -> None:
 def _check_numbers(model: str, options: ExportOptions) -> None:
     """``--samples``, ``--threads``, ``--min-agreement``, ``--classes``, ``--input-size``."""
     from .source import looks_like_keras_file
-    from .verify import MAX_SAMPLES, check_verify_arguments
+    from .verify import check_verify_arguments
 
     check_verify_arguments(options.samples, options.threads)
-    if options.samples is None or options.threads is None:
-        raise UsageError(f"--samples (1..{MAX_SAMPLES}) and --threads must be given")
     if not 0.0 <= options.min_agreement <= 1.0:
         raise UsageError(f"--min-agreement must be in 0..1 (got {options.min_agreement})")
     if options.classes is not None and not 1 <= options.classes <= MAX_CLASSES:
         raise UsageError(f"--classes must be in 1..{MAX_CLASSES} (got {options.classes})")
     if options.input_size is not None:
         least = 1
-        if not looks_like_keras_file(model) and model.lower() in _zoo_names():
+        if isinstance(model, str) and not looks_like_keras_file(model) \
+                and model.lower() in _zoo_names():
             import keras_resnet
 
             least = keras_resnet.model_info(model)["min_input_size"]
@@ -137,10 +194,15 @@ def _check_numbers(model: str, options: ExportOptions) -> None:
                              f"(got {options.input_size})")
 
 
-def _check_model_argument(model: str) -> None:
-    """MODEL names a zoo entry or an existing ``.keras`` file."""
+def _check_model_argument(model: Any) -> None:
+    """MODEL is a ``keras.Model``, names a zoo entry or an existing ``.keras`` file."""
     from .source import looks_like_keras_file
 
+    if _is_keras_model(model):
+        return
+    if not isinstance(model, str | Path):
+        raise UsageError(f"model must be a keras.Model, a zoo name or a .keras file (got "
+                         f"{type(model).__name__})")
     if not looks_like_keras_file(model):
         if model.lower() not in _zoo_names():
             raise UsageError(f"unknown model {model!r}; available: {', '.join(_zoo_names())}, "
@@ -151,6 +213,12 @@ def _check_model_argument(model: str) -> None:
         raise UsageError(f"model file {path} not found (and not a zoo model name)")
     if path.suffix != ".keras":
         raise UsageError(f"model file {path} is not a .keras file")
+
+
+def _is_keras_model(model: Any) -> bool:
+    import keras
+
+    return isinstance(model, keras.Model)
 
 
 def _zoo_names() -> list[str]:
@@ -164,50 +232,86 @@ def _input_paths(model: str, options: ExportOptions) -> list[Path]:
     from .source import looks_like_keras_file
 
     paths = [Path(model)] if looks_like_keras_file(model) else []
+    if isinstance(options.labels, str):
+        paths.append(Path(options.labels))
     if options.weights not in (None, "imagenet") and not options.weights.startswith("timm/"):
         paths.append(Path(options.weights))
-    if options.labels:
-        paths.append(Path(options.labels))
     for spec in (options.calibration, options.data):
-        if spec and spec.startswith("folder:"):
+        if isinstance(spec, str) and spec.startswith("folder:"):
             paths.append(Path(spec[len("folder:"):]))
     return paths
 
 
-def resolve_model(model: str, options: ExportOptions) -> Any:
-    """The ModelSource for MODEL: a ``.keras`` file or a zoo name."""
-    from .source import from_keras_file, from_zoo, looks_like_keras_file, read_labels
+def resolve_model(model: Any, options: ExportOptions) -> Any:
+    """The ModelSource for MODEL: a ``keras.Model``, a ``.keras`` file or a zoo name, with
+    its input contract settled (UsageError naming how to state it where it is unknown)."""
+    from .source import (
+        from_keras_file,
+        from_model,
+        from_zoo,
+        looks_like_keras_file,
+        read_labels,
+        settle_contract,
+    )
 
-    if looks_like_keras_file(model):
+    zoo_mode = None
+    if _is_keras_model(model) or looks_like_keras_file(model):
         zoo_only = {"--weights": options.weights, "--classes": options.classes,
                     "--input-size": options.input_size, **{f"--{k.replace('_', '-')}": v
                                                            for k, v in options.builder.items()}}
         given = [name for name, value in zoo_only.items() if value is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} only apply to zoo models, not to a .keras file")
-        source = from_keras_file(Path(model))
+            raise UsageError(f"{', '.join(given)} only apply to zoo models, not to a "
+                             f"{'keras.Model' if _is_keras_model(model) else '.keras file'}")
+        source = from_model(model) if _is_keras_model(model) else from_keras_file(Path(model))
     else:
         source = from_zoo(model, weights=options.weights, classes=options.classes,
-                          input_size=options.input_size, builder=options.builder)
-    if options.labels:
+                          input_size=options.input_size, builder=options.builder,
+                          seed=options.seed)
+        zoo_mode = source.preprocessing
+    if isinstance(options.labels, str):
         source.labels = read_labels(Path(options.labels))
+    elif options.labels is not None:
+        source.labels = [str(x) for x in options.labels]
     outputs = source.model.outputs[0].shape
     if source.labels is not None and len(outputs) == 2 and outputs[-1] != len(source.labels):
         raise UsageError(f"{len(source.labels)} labels for a model with {outputs[-1]} outputs")
+    settle_contract(source, options, zoo_mode)
     return source
 
 
-def export_model(model: str, output: str | Path, options: ExportOptions | None = None,
-                 log: Any = None, **overrides: Any) -> dict[str, Any]:
-    """Export MODEL (zoo name or ``.keras`` path) to ``output``; returns the manifest.
-
-    Raises UsageError for bad input (nothing written) and VerificationFailed when an artifact
-    fails its parity check (the directory is kept, its manifest marked ``failed``).
-    """
+def _options(options: ExportOptions | None, overrides: dict[str, Any]) -> ExportOptions:
+    """The options with keyword overrides applied; a quantize word as a keyword
+    (``int8=True``) adds it to ``quantize``."""
+    words = {k: overrides.pop(k) for k in list(overrides) if k in QUANTIZE_MODES}
     unknown = set(overrides) - set(ExportOptions.__dataclass_fields__)
     if unknown:
-        raise TypeError(f"unknown export option(s): {', '.join(sorted(unknown))}")
-    options = apply_target(replace(options or ExportOptions(), **overrides))
+        raise UsageError(f"unknown export option(s): {', '.join(sorted(unknown))}; see "
+                         "keras_resnet.export.ExportOptions")
+    options = replace(options or ExportOptions(), **overrides)
+    for word, value in words.items():
+        if not isinstance(value, bool):
+            raise UsageError(f"{word}= must be True or False (got {value!r})")
+        if value:
+            options.quantize = [*(_words(options.quantize, "quantize") or []), word]
+    return options
+
+
+def export_model(model: Any, output: str | Path, options: ExportOptions | None = None,
+                 log: Any = None, **overrides: Any) -> dict[str, Any]:
+    """Export MODEL (a ``keras.Model``, a zoo name or a ``.keras`` path) to ``output``;
+    returns the manifest. Keyword overrides are ``ExportOptions`` fields (``quantize="int8"``,
+    ``calibration=x_train``, ``input_range=(0, 1)``, ...) or quantize words (``int8=True``).
+
+    Raises UsageError for bad input (nothing written) and VerificationFailed when an artifact
+    fails its parity check or the model its sanity check (the directory is kept, its
+    manifest marked ``failed``).
+    """
+    options = _options(options, dict(overrides))
+    if not isinstance(output, str | os.PathLike) or not str(output):
+        raise UsageError(f"output must be a directory path (got {output!r})")
+    _check_types(options)
+    options = apply_target(options)
     check_given(model, output, options)
     output = Path(output)
     log = log or (lambda message: None)
@@ -224,31 +328,66 @@ def export_model(model: str, output: str | Path, options: ExportOptions | None =
     if manifest["status"] != "passed":
         failed = [f"{a['format']}/{a['precision']}" for a in manifest["artifacts"]
                   if not a["parity"]["passed"]]
-        raise VerificationFailed(f"parity check failed for {', '.join(failed)}; "
-                                 f"see {output / 'manifest.json'}")
+        reasons = [f"parity check failed for {', '.join(failed)}"] if failed else []
+        if not manifest["sanity"]["passed"]:
+            reasons.insert(0, "the model's sanity check failed: "
+                           + "; ".join(manifest["sanity"]["problems"]))
+        raise VerificationFailed(f"{'; '.join(reasons)}; see {output / 'manifest.json'}")
     return manifest
 
 
 def _load_data(source: Any, options: ExportOptions
                ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Calibration inputs (for int8, a sample of the source's training split) and evaluation
-    inputs (a sample of its test split) with their labels where the source has them, all
-    model-ready. The split rule is the trainer's (:mod:`keras_resnet.training.data`)."""
-    from .samples import load_samples
-
-    size = source.input_shape[:2]
+    """Calibration inputs (int8: a sample of the source's training split, or the given
+    images) and evaluation inputs (the source's whole test split unless ``samples`` limits
+    it, or the given images) with their labels where known, all in the model's input
+    contract. The split rule is the trainer's (:mod:`keras_resnet.training.data`)."""
     calib = None
-    if options.calibration and "int8" in options.quantize:
-        pixels, _ = load_samples(options.calibration, "train", options.samples, size,
-                                 seed=options.seed, role="calibration")
-        calib = source.preprocess(pixels)
-    eval_source = options.data or options.calibration or "synthetic"
-    pixels, y_eval = load_samples(eval_source, "test", options.samples, size,
-                                  seed=options.seed, role="data" if options.data else "calibration")
-    x_eval = source.preprocess(pixels)
-    spec = {"source": eval_source, "split": "test", "samples": int(len(x_eval)),
+    if options.calibration is not None and "int8" in options.quantize:
+        calib, _, _ = _model_inputs(source, options.calibration, "train",
+                                    options.samples or DEFAULT_SAMPLES, options.seed,
+                                    "calibration")
+    role = "data" if options.data is not None else "calibration"
+    given = options.data if options.data is not None else options.calibration
+    limit = options.samples or _whole_split_limit(source.input_shape)
+    x_eval, y_eval, described = _model_inputs(source, "synthetic" if given is None else given,
+                                              "test", limit, options.seed, role)
+    if given is not None and given is options.calibration and not isinstance(given, str):
+        y_eval, described = None, f"the calibration images ({described}; none held out)"
+    spec = {"source": described, "split": "test", "samples": int(len(x_eval)),
+            "whole_split": isinstance(given, str | None) and options.samples is None
+            and len(x_eval) < limit, "in_memory": not isinstance(given, str | None),
             "seed": options.seed, "labelled": y_eval is not None}
     return calib, x_eval, y_eval, spec
+
+
+def _model_inputs(source: Any, given: Any, split: str, count: int, seed: int, role: str
+                  ) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``count`` images of a named source converted to the model's contract, or in-memory
+    images (model input already: shape and range checked); their labels and a description."""
+    from .contract import check_array_range
+    from .samples import load_samples
+
+    if isinstance(given, str):
+        pixels, labels = load_samples(given, split, count, source.input_shape[:2], seed=seed,
+                                      role=role)
+        return source.preprocess(pixels), labels, given
+    images, labels = given.images[:count], None if given.labels is None else given.labels[:count]
+    if tuple(images.shape[1:]) != tuple(source.input_shape):
+        raise UsageError(f"{role} images have shape {list(images.shape[1:])} per image; the "
+                         f"model takes {list(source.input_shape)} (H, W, C)")
+    check_array_range(images, source.contract, role)
+    return images, labels, given.description
+
+
+#: Most evaluation images drawn, and the most bytes they may take in memory.
+MAX_EVAL_SAMPLES = 10000
+MAX_EVAL_BYTES = 1 << 30
+
+
+def _whole_split_limit(shape: tuple[int, int, int]) -> int:
+    """How many test images "the whole split" may mean for this input size."""
+    return max(1, min(MAX_EVAL_SAMPLES, MAX_EVAL_BYTES // (4 * int(np.prod(shape)))))
 
 
 def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -264,8 +403,10 @@ class _Recorder:
     entry: parity, test top-1, latency, digest, and the target's file checks."""
 
     def __init__(self, staging: Path, options: ExportOptions, ref: np.ndarray,
-                 x_eval: np.ndarray, y_eval: np.ndarray | None, log: Any) -> None:
-        self.staging, self.options, self.ref, self.log = staging, options, ref, log
+                 logits: np.ndarray | None, x_eval: np.ndarray, y_eval: np.ndarray | None,
+                 log: Any) -> None:
+        self.staging, self.options, self.ref, self.logits, self.log = (
+            staging, options, ref, logits, log)
         self.x_eval, self.y_eval = x_eval, y_eval
         self.required = dict(TARGETS[options.target].checks)
         self.artifacts: list[dict[str, Any]] = []
@@ -273,7 +414,14 @@ class _Recorder:
     def __call__(self, fmt: str, precision: str, rel: str, info: dict[str, Any],
                  seconds: float, checks: dict[str, dict[str, Any]] | None = None) -> None:
         from .bench import median_latency_ms
-        from .verify import compare, judged_precision, make_runner, run_batched
+        from .verify import (
+            compare,
+            file_logits,
+            judged_precision,
+            make_runner,
+            parity_text,
+            run_batched,
+        )
 
         artifact = {"format": fmt, "precision": precision, "path": rel, **info}
         if self.options.batch is not None:
@@ -282,12 +430,16 @@ class _Recorder:
         full = PRECISIONS[precision].by_agreement or self.y_eval is not None
         count = len(self.ref) if full else PARITY_BATCH
         out = run_batched(runner, self.x_eval[:count])
+        logits = None if self.logits is None else self.logits[:count]
+        parity_count = min(PARITY_BATCH, count)
         parity = compare(self.ref[:count], out, judged_precision(precision, runner),
-                         self.options.min_agreement,
-                         min(PARITY_BATCH, count))
+                         self.options.min_agreement, parity_count, logits=logits, file_logits=file_logits(
+                             self.staging, artifact, self.options.threads, logits,
+                             self.x_eval[:parity_count]))
         accuracy = _accuracy(out, self.y_eval[:count] if self.y_eval is not None else None)
         if accuracy is not None:
             parity["test_top1"] = accuracy
+            parity["test_samples"] = int(count)
         self._apply_checks(f"{fmt}/{precision}", parity, checks or {})
         latency = median_latency_ms(runner, self.x_eval[:1], runs=7, warmup=2)
         artifact.update({"sha256": sha256_path(self.staging / rel),
@@ -295,10 +447,11 @@ class _Recorder:
                          "latency_ms": round(latency, 2), "convert_seconds": round(seconds, 1),
                          **({"checks": checks} if checks else {})})
         self.artifacts.append(artifact)
-        shown = {k: v for k, v in parity.items()
-                 if k in ("max_abs_diff", "top1_agreement", "test_top1", "error")}
+        top1 = (f", test top-1 {accuracy * 100:.2f}% of {count}" if accuracy is not None
+                else "")
         self.log(f"{fmt}/{precision}: {rel} parity {'ok' if parity['passed'] else 'FAILED'} "
-                 f"{shown} latency {latency:.2f} ms")
+                 f"({parity_text(parity)}{top1}{'; ' + parity['error'] if 'error' in parity else ''}"
+                 f") latency {latency:.2f} ms")
 
     def _apply_checks(self, key: str, parity: dict[str, Any],
                       checks: dict[str, dict[str, Any]]) -> None:
@@ -317,28 +470,33 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
     from keras_resnet.cpu import cpu_info
 
     reference_files = _write_reference(source, staging, x_eval[:PARITY_BATCH])
-    ref = _reference_outputs(source, options, x_eval, y_eval, eval_spec, log)
-    record = _Recorder(staging, options, ref, x_eval, y_eval, log)
+    ref, logits = _reference_outputs(source, options, x_eval, y_eval, eval_spec, log)
+    sanity = _sanity(source, eval_spec, ref, y_eval)
+    if not sanity["passed"]:
+        log("keras: sanity check FAILED: " + "; ".join(sanity["problems"]))
+    record = _Recorder(staging, options, ref, logits, x_eval, y_eval, log)
     notes = list(source.notes) + _write_artifacts(ExportJob(source, staging, options, calib),
                                                   record)
-    passed = all(a["parity"]["passed"] for a in record.artifacts)
+    passed = all(a["parity"]["passed"] for a in record.artifacts) and sanity["passed"]
     batch = options.batch
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "passed" if passed else "failed",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"name": source.name, "config": source.config},
+        "model": {"name": source.name, "config": source.config,
+                  "untrained": source.untrained},
         "target": options.target,
         "input": {"shape": [batch, *source.input_shape], "dtype": "float32", "layout": "NHWC",
-                  "range": "raw RGB pixels 0..255" if source.preprocessing_in_model
-                  else f"RGB pixels 0..255 after preprocessing {source.preprocessing!r}",
+                  "range": source.contract.describe(), "contract": source.contract.to_json(),
                   "preprocessing": source.preprocessing,
                   "preprocessing_in_model": source.preprocessing_in_model},
         "output": {"shape": [batch, *[int(d) for d in source.model.outputs[0].shape[1:]]],
-                   "kind": "probabilities" if _probabilities(ref) else "values"},
+                   "kind": "probabilities" if _probabilities(ref) else "values",
+                   "compared_on": "logits" if logits is not None else "outputs"},
         "labels": source.labels,
-        "options": {k: v for k, v in asdict(options).items() if k not in ("force",)},
+        "options": _options_record(options),
         "evaluation": eval_spec,
+        "sanity": sanity,
         "tools": tool_versions(),
         "cpu": cpu_info(),
         "reference": reference_files,
@@ -347,27 +505,85 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
     }
 
 
+def _options_record(options: ExportOptions) -> dict[str, Any]:
+    """The options as the manifest records them (in-memory data by its description)."""
+    record = {}
+    for name in ExportOptions.__dataclass_fields__:
+        value = getattr(options, name)
+        if name == "force":
+            continue
+        if name in ("calibration", "data") and value is not None and not isinstance(value, str):
+            value = value.description
+        elif isinstance(value, tuple):
+            value = list(value)
+        record[name] = value
+    return record
+
+
 def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
                        y_eval: np.ndarray | None, eval_spec: dict[str, Any],
-                       log: Any) -> np.ndarray:
-    """The Keras model's outputs every artifact is compared with (and its test top-1 into
-    ``eval_spec`` when the data is labelled)."""
-    from .verify import keras_predict
+                       log: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The Keras model's outputs every artifact is compared with, its logits where it ends in
+    a softmax (else None), and its test top-1 into ``eval_spec`` when the data is labelled."""
+    from .verify import reference_outputs
 
     quantized = any(PRECISIONS[QUANTIZE_MODES[m]].by_agreement for m in options.quantize)
     # Every sample when quantized models are judged by agreement or accuracy is measured.
     full = quantized or y_eval is not None
     reference_count = len(x_eval) if full else min(PARITY_BATCH, len(x_eval))
-    log(f"keras: reference outputs on {reference_count} samples")
-    ref = keras_predict(source.model, x_eval[:reference_count])
+    log(f"keras: reference outputs on {reference_count} images")
+    ref, logits = reference_outputs(source.model, x_eval[:reference_count])
     if not np.isfinite(ref).all():
         raise UsageError(f"the model's outputs on {eval_spec['source']} are not finite (NaN or "
                          "infinity): its weights overflow; nothing was exported")
     keras_accuracy = _accuracy(ref, y_eval)
     if keras_accuracy is not None:
         eval_spec["keras_top1"] = keras_accuracy
-        log(f"keras: test top-1 {keras_accuracy * 100:.2f}% on {len(ref)} labelled samples")
-    return ref
+        eval_spec["keras_top1_samples"] = int(len(ref))
+        log(f"keras: test top-1 {keras_accuracy * 100:.2f}% on {len(ref)} labelled images "
+            f"({eval_spec['source']})")
+    return ref, logits
+
+
+def _sanity(source: Any, eval_spec: dict[str, Any], ref: np.ndarray,
+            labels: np.ndarray | None) -> dict[str, Any]:
+    """The float Keras model's own test top-1 against chance, its predictions against the
+    classes of the labels (a model fed inputs in the wrong range answers a few classes for
+    every image) and its top-1 against what its training run recorded: a model that does
+    not work cannot have files that "pass"."""
+    sanity: dict[str, Any] = {"passed": True, "problems": []}
+    if source.untrained:
+        sanity["note"] = (f"untrained: seeded random weights (seed "
+                          f"{source.config.get('seed')}); agreement says nothing of quality")
+        return sanity
+    top1, count = eval_spec.get("keras_top1"), eval_spec.get("keras_top1_samples", 0)
+    if top1 is None:
+        sanity["note"] = "not checked: no labelled evaluation data"
+        return sanity
+    classes = int(ref.shape[-1])
+    sanity["checked_on"] = count
+    if top1 < 1.5 / classes:
+        sanity["problems"].append(
+            f"Keras model test top-1 {top1 * 100:.1f}% of {count} images is at chance level "
+            f"({100 / classes:.1f}% for {classes} classes): is its input contract right? "
+            f"({source.contract.describe()}, {source.contract.read_from})")
+    present = np.unique(labels[:len(ref)])
+    answered = np.intersect1d(np.unique(np.argmax(ref, axis=1)), present)
+    if count >= 5 * len(present) and len(answered) < len(present) / 2:
+        sanity["problems"].append(
+            f"Keras model answers only {len(answered)} of the {len(present)} classes of the "
+            f"{count} labelled images (test top-1 {top1 * 100:.1f}%): is its input contract "
+            f"right? ({source.contract.describe()}, {source.contract.read_from})")
+    recorded, dataset = source.recorded.get("top1"), source.recorded.get("dataset")
+    if isinstance(recorded, int | float) and dataset in (None, eval_spec["source"]):
+        margin = max(0.05, 3 * float(np.sqrt(max(recorded * (1 - recorded), 1e-6) / count)))
+        sanity["recorded_top1"] = float(recorded)
+        if top1 < recorded - margin:
+            sanity["problems"].append(
+                f"Keras model test top-1 {top1 * 100:.1f}% of {count} images is far below the "
+                f"{recorded * 100:.1f}% its training run recorded (metrics.json)")
+    sanity["passed"] = not sanity["problems"]
+    return sanity
 
 
 def _write_artifacts(job: ExportJob, record: _Recorder) -> list[str]:
@@ -405,7 +621,22 @@ def _write_reference(source: Any, staging: Path, parity: np.ndarray) -> dict[str
     else:
         source.model.save(keras_path)
     np.save(staging / "parity_inputs.npy", parity.astype(np.float32))
-    return {name: {"path": rel, "sha256": sha256_path(staging / rel),
-                   "bytes": size_bytes(staging / rel)}
-            for name, rel in (("keras_model", "model.keras"),
-                              ("parity_inputs", "parity_inputs.npy"))}
+    files = {name: {"path": rel, "sha256": sha256_path(staging / rel),
+                    "bytes": size_bytes(staging / rel)}
+             for name, rel in (("keras_model", "model.keras"),
+                               ("parity_inputs", "parity_inputs.npy"))}
+    files["keras_model"]["weights_sha256"] = _weights_digest(keras_path)
+    return files
+
+
+def _weights_digest(keras_path: Path) -> str | None:
+    """SHA-256 of the weights inside a ``.keras`` file: the same for the same weights, where
+    the file's own digest is not (Keras records the save date and object ids)."""
+    import hashlib
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(keras_path) as archive:
+            return hashlib.sha256(archive.read("model.weights.h5")).hexdigest()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None

@@ -151,15 +151,14 @@ def check_dir(directory: Path, machine: Machine, samples: int = 50,
 def _inputs(directory: Path, manifest: dict[str, Any], samples: int) -> np.ndarray:
     """The stored parity batch plus ``samples`` images of the export's evaluation source."""
     from .samples import load_samples
-    from .source import preprocess_fn
+    from .verify import manifest_preprocess
 
     x = np.load(directory / "parity_inputs.npy")
     evaluation, spec = manifest.get("evaluation", {}), manifest["input"]
-    if evaluation.get("source") and samples:
+    if evaluation.get("source") and not evaluation.get("in_memory") and samples:
         pixels, _ = load_samples(evaluation["source"], "test", samples,
                                  tuple(spec["shape"][1:3]), seed=evaluation.get("seed", 0))
-        x = np.concatenate([x, preprocess_fn(spec["preprocessing"],
-                                             spec["preprocessing_in_model"])(pixels)])
+        x = np.concatenate([x, manifest_preprocess(manifest)(pixels)])
     return x
 
 

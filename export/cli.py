@@ -24,7 +24,7 @@ from keras_resnet.console import (
     text_table,
 )
 
-from .api import ExportOptions
+from .api import DEFAULT_SAMPLES, ExportOptions
 from .errors import VerificationFailed
 from .formats import FORMATS, quantize_help
 from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
@@ -81,11 +81,24 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", type=_csv, default=None,
                    help=f"extra precisions: {quantize_help()} (default: the target's)")
     p.add_argument("--calibration", metavar="SOURCE", help="int8 calibration set (its "
-                   "training split): digits | tfds:NAME | folder:PATH | synthetic")
+                   "training split): digits | tfds:NAME | folder:PATH | synthetic, or a .npy "
+                   "file of model-ready images (.npz: x, and labels y)")
     p.add_argument("--data", metavar="SOURCE", help="evaluation set (its test split) for "
-                   "parity and int8 agreement (default: the calibration set, else synthetic)")
-    p.add_argument("--samples", type=int, default=d.samples, help="images drawn from the "
-                   f"calibration and evaluation sources (default {d.samples})")
+                   "parity, int8 agreement and test top-1, or a .npy/.npz file (default: the "
+                   "calibration set, else synthetic)")
+    p.add_argument("--samples", type=int, default=d.samples, help="limit the evaluation "
+                   "images (default: the whole test split) and the calibration images "
+                   f"(default {DEFAULT_SAMPLES})")
+    p.add_argument("--input-range", metavar="0,1|0,255", help="the pixel range the model "
+                   "takes, where the model does not record it (labels.json, a leading "
+                   "Rescaling/Normalization layer)")
+    p.add_argument("--mean", metavar="M[,M,M]", help="with --input-range: the model takes "
+                   "(x - mean) / std, mean in units of that range")
+    p.add_argument("--std", metavar="S[,S,S]", help="with --input-range and --mean")
+    p.add_argument("--channel-order", choices=["RGB", "BGR"], default=d.channel_order,
+                   help="with --input-range: channel order the model takes (default RGB)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of a zoo model's random "
+                   f"weights (without --weights) and of the drawn images (default {d.seed})")
     p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset})")
     p.add_argument("--nchw", action="store_true", help="ONNX input in NCHW layout")
     p.add_argument("--onnx-int8-scheme", choices=list(INT8_SCHEMES), default=None,
@@ -165,7 +178,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
             calibration_method=args.calibration_method,
             weights=args.weights, classes=args.classes, input_size=args.input_size,
             labels=args.labels, builder=_builder_options(args),
-            min_agreement=args.min_agreement, force=args.force, threads=args.threads)
+            min_agreement=args.min_agreement, force=args.force, threads=args.threads,
+            seed=args.seed, input_range=args.input_range, mean=args.mean, std=args.std,
+            channel_order=args.channel_order)
         log = (lambda message: None) if args.json else print
         manifest = export_model(args.model, args.output, options, log=log)
         if args.json:
@@ -182,22 +197,43 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 
 
 def artifact_table(manifest: dict[str, Any]) -> str:
-    """The table ``keras-resnet-export`` prints."""
+    """The table ``keras-resnet-export`` prints, then the lines that qualify its figures:
+    the input contract, the evaluation images, the sanity check and untrained weights."""
+    from .verify import parity_text
+
     header = ("artifact", "format", "precision", "MB", "parity", "test top-1", "batch-1 ms",
               "check")
-    keras_top1 = manifest.get("evaluation", {}).get("keras_top1")
+    evaluation = manifest.get("evaluation", {})
+    keras_top1 = evaluation.get("keras_top1")
+    sanity = manifest.get("sanity", {"passed": True})
+    untrained = manifest.get("model", {}).get("untrained")
+    keras_check = ("FAILED (sanity)" if not sanity.get("passed", True)
+                   else "untrained" if untrained else "")
     rows = [("model.keras", "keras", "float32", "", "reference",
-             f"{keras_top1 * 100:.2f}%" if keras_top1 is not None else "-", "", "")]
+             _top1(keras_top1, evaluation.get("keras_top1_samples")), "", keras_check)]
     for a in manifest["artifacts"]:
         parity = a["parity"]
-        if "min_agreement" in parity:
-            figure = f"top-1 {parity['top1_agreement'] * 100:.1f}%"
-        else:
-            figure = f"max|d| {parity['max_abs_diff']:.1e}"
-        top1 = f"{parity['test_top1'] * 100:.2f}%" if "test_top1" in parity else "-"
         rows.append((a["path"], a["format"], a["precision"], f"{a['bytes'] / 1e6:.1f}",
-                     figure, top1, f"{a['latency_ms']:.2f}", "ok" if parity["passed"] else "FAILED"))
-    return text_table(header, rows)
+                     parity_text(parity), _top1(parity.get("test_top1"),
+                                                parity.get("test_samples")),
+                     f"{a['latency_ms']:.2f}", "ok" if parity["passed"] else "FAILED"))
+    lines = [text_table(header, rows)]
+    contract = manifest.get("input", {}).get("contract")
+    if contract:
+        lines.append(f"input: {contract['description']} ({contract['read_from']})")
+    if evaluation:
+        whole = ", the whole test split" if evaluation.get("whole_split") else ""
+        lines.append(f"evaluation: {evaluation.get('samples')} images of "
+                     f"{evaluation.get('source')}{whole}")
+    for problem in sanity.get("problems", []):
+        lines.append(f"sanity check FAILED: {problem}")
+    if untrained:
+        lines.append(f"model: {sanity.get('note', 'untrained weights')}")
+    return "\n".join(lines)
+
+
+def _top1(value: float | None, count: int | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}% of {count}"
 
 
 def verify_main(argv: Sequence[str] | None = None) -> int:
@@ -225,12 +261,11 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(report, indent=2))
         else:
             print(f"CPU: {cpu_line(report['cpu'])}")
+            from .verify import parity_text
+
             for result in report["artifacts"]:
                 state = "ok" if result["passed"] else "FAILED"
-                shown = {k: round(v, 6) if isinstance(v, float) else v
-                         for k, v in result.items()
-                         if k in ("max_abs_diff", "top1_agreement", "error")}
-                print(f"{state:6} {result['artifact']} {shown}")
+                print(f"{state:6} {result['artifact']} {parity_text(result)}")
         if not report["passed"]:  # raised, so the line is printed once stderr is back
             count = len(report["problems"])
             raise VerificationFailed(f"{args.directory} failed verification ({count} problem"

@@ -6,6 +6,7 @@ file alone on emulated CPUs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +40,36 @@ def convert_onnx(model: Any, path: Path, input_shape: tuple[int, int, int], opse
     proto, _ = tf2onnx.convert.from_keras(
         model, input_signature=spec, opset=opset,
         inputs_as_nchw=[INPUT_NAME] if nchw else None)
+    renumber_names(proto.graph)
     onnx.helper.set_model_props(proto, metadata)  # replaces metadata_props
     onnx.save(proto, str(path))
     return describe_onnx(path)
+
+
+_NUMBERED = re.compile(r"__(\d+)(?=(:\d+)?$)")
+
+
+def renumber_names(graph: Any) -> None:
+    """tf2onnx suffixes the names it makes (nodes, tensors, symbolic dimensions) with a
+    process-wide counter (``name__N``): number them 1, 2, ... in the counter's order, so the same model gives the same file however
+    many conversions the process made before."""
+    infos = (*graph.value_info, *graph.input, *graph.output)
+    fields = [(node, "name") for node in graph.node]
+    fields += [(v, "name") for v in (*graph.initializer, *infos)]
+    fields += [(dim, "dim_param") for v in infos if v.type.HasField("tensor_type")
+               for dim in v.type.tensor_type.shape.dim if dim.HasField("dim_param")]
+    lists = [node.input for node in graph.node] + [node.output for node in graph.node]
+    names = [getattr(owner, attr) for owner, attr in fields] + [n for lst in lists for n in lst]
+    numbers = sorted({int(m[1]) for name in names for m in [_NUMBERED.search(name)] if m})
+    rank = {number: index + 1 for index, number in enumerate(numbers)}
+
+    def rename(name: str) -> str:
+        return _NUMBERED.sub(lambda m: f"__{rank[int(m[1])]}", name)
+
+    for owner, attr in fields:
+        setattr(owner, attr, rename(getattr(owner, attr)))
+    for lst in lists:
+        lst[:] = [rename(name) for name in lst]
 
 
 def convert_onnx_float16(float_path: Path, out_path: Path) -> dict[str, Any]:
@@ -125,6 +153,7 @@ def onnx_metadata(source: Any) -> dict[str, str]:
             "preprocessing": source.preprocessing,
             "preprocessing_in_model": str(source.preprocessing_in_model).lower(),
             "input_shape_nhwc": json.dumps([None, h, w, c]),
+            "input_contract": json.dumps(source.contract.to_json()),
             "producer": "keras-resnet export"}
 
 

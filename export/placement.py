@@ -39,23 +39,26 @@ from keras_resnet.safefiles import special_kind
 from .errors import UsageError
 
 
-def check_given(model: str, output: str | os.PathLike, options: Any) -> None:
+def check_given(model: Any, output: str | os.PathLike, options: Any) -> None:
     """Empty strings for MODEL, ``--output`` and the path options are refused (an empty
     ``--data`` is not "no data", an empty ``-o`` not the current directory), and so is a
-    FIFO, socket or device given as the model, labels or weights file."""
+    FIFO, socket or device given as the model, labels or weights file. Only names and paths
+    are checked here: an in-memory model, labels list or array is checked where it is read."""
     given = {"MODEL": model, "--output": output, "--labels": options.labels,
              "--weights": options.weights, "--calibration": options.calibration,
              "--data": options.data}
-    for flag, value in given.items():
-        if value is not None and not os.fspath(value).strip():
+    paths = {flag: value for flag, value in given.items() if isinstance(value, str | os.PathLike)}
+    for flag, value in paths.items():
+        if not os.fspath(value).strip():
             raise UsageError(f"{flag} is an empty string; give a path or leave it out")
-    for spec in (options.calibration, options.data):
-        if spec and spec.startswith("folder:") and not spec[len("folder:"):].strip():
+    for flag in ("--calibration", "--data"):
+        spec = str(paths.get(flag, ""))
+        if spec.startswith("folder:") and not spec[len("folder:"):].strip():
             raise UsageError(f"{spec!r} names no folder; use folder:PATH")
     for flag in ("MODEL", "--labels", "--weights"):
-        kind = special_kind(given[flag]) if given[flag] else None
+        kind = special_kind(paths[flag]) if flag in paths else None
         if kind:
-            raise UsageError(f"{flag} {given[flag]} is {kind}, not a regular file; refused")
+            raise UsageError(f"{flag} {paths[flag]} is {kind}, not a regular file; refused")
 
 
 def check_output(output: Path, force: bool, inputs: list[Path]) -> None:

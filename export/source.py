@@ -12,6 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from .contract import (
+    HOW_TO_STATE,
+    InputContract,
+    recorded_contract,
+    stated_contract,
+    zoo_contract,
+)
 from .errors import UsageError
 
 #: Preprocessing modes of keras.applications that keras_resnet.preprocess_input applies.
@@ -31,10 +38,35 @@ class ModelSource:
     labels: list[str] | None = None
     keras_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: The input contract (None until :func:`settle_contract`).
+    contract: InputContract | None = None
+    #: Built from seeded random weights (a zoo model without ``--weights``).
+    untrained: bool = False
+    #: What the model's training run recorded: ``top1`` (test accuracy) and ``dataset``.
+    recorded: dict[str, Any] = field(default_factory=dict)
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
-        """Raw RGB pixels 0..255 -> what the model's input expects."""
-        return preprocess_fn(self.preprocessing, self.preprocessing_in_model)(pixels)
+        """Raw RGB pixels 0..255 -> what the model's input expects (its contract)."""
+        if self.contract is None:
+            raise RuntimeError("the input contract is not settled")
+        return self.contract.to_model(pixels)
+
+
+def settle_contract(source: ModelSource, options: Any, zoo_mode: str | None) -> None:
+    """The input contract: stated by the user, else recorded by the model (its run's files,
+    its leading Rescaling/Normalization layer), else the zoo mode; refused otherwise."""
+    size = source.input_shape[:2]
+    source.contract = (stated_contract(options, size)
+                       or recorded_contract(source.keras_path, source.model, size))
+    if source.contract is None and zoo_mode is not None:
+        source.contract = zoo_contract(zoo_mode, size, f"the zoo's preprocessing {zoo_mode!r}")
+    if source.contract is None:
+        where = "no labels.json or run_config.json beside it, " if source.keras_path else ""
+        raise UsageError(f"the input range of model {source.name!r} is unknown ({where}no "
+                         f"leading Rescaling/Normalization layer); {HOW_TO_STATE}")
+    source.preprocessing = source.contract.describe()
+    source.preprocessing_in_model = (source.contract.mean is None
+                                     and source.contract.channels == "RGB")
 
 
 def preprocess_fn(mode: str, in_model: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -51,9 +83,20 @@ def preprocess_fn(mode: str, in_model: bool) -> Callable[[np.ndarray], np.ndarra
     return apply
 
 
-def looks_like_keras_file(model: str) -> bool:
+def looks_like_keras_file(model: Any) -> bool:
     """True when MODEL names a file rather than a zoo entry."""
-    return model.endswith(".keras") or "/" in model or Path(model).suffix != ""
+    if isinstance(model, Path):
+        return True
+    return isinstance(model, str) and (model.endswith(".keras") or "/" in model
+                                       or Path(model).suffix != "")
+
+
+def from_model(model: Any) -> ModelSource:
+    """A ``keras.Model`` in memory (saved into the export as model.keras)."""
+    config = {"source": "in_memory", "name": model.name}
+    return ModelSource(model=model, name=model.name, config=config,
+                       input_shape=_input_shape(model), preprocessing="",
+                       preprocessing_in_model=True)
 
 
 def read_labels(path: Path) -> list[str]:
@@ -82,8 +125,12 @@ def read_labels(path: Path) -> list[str]:
 
 
 def from_zoo(name: str, *, weights: str | None, classes: int | None, input_size: int | None,
-             builder: dict[str, Any]) -> ModelSource:
-    """Build a zoo model with ``keras_resnet.create_model``; bad options become UsageError."""
+             builder: dict[str, Any], seed: int = 0) -> ModelSource:
+    """Build a zoo model with ``keras_resnet.create_model``; bad options become UsageError.
+    Without weights its random initial weights are seeded (``keras.utils.set_random_seed``),
+    so that the same command writes the same files."""
+    import keras
+
     import keras_resnet
 
     if name.lower() not in keras_resnet.list_models():
@@ -96,6 +143,8 @@ def from_zoo(name: str, *, weights: str | None, classes: int | None, input_size:
                               **builder}
     if classes is not None:
         kwargs["classes"] = classes
+    if weights is None:
+        keras.utils.set_random_seed(seed)
     try:
         model = keras_resnet.create_model(name, **kwargs)
     except FileNotFoundError as exc:
@@ -108,12 +157,13 @@ def from_zoo(name: str, *, weights: str | None, classes: int | None, input_size:
     config = {"source": "zoo", "name": name.lower(), "weights": weights,
               "weights_sha256": record.get("sha256"),
               "classes": classes if classes is not None else info["classes"],
-              "input_size": size, **builder}
+              "input_size": size, **builder,
+              **({"seed": seed, "untrained": True} if weights is None else {})}
     # timm weights want ImageNet's mean and std (keras.applications' "torch" mode)
     preprocessing = "torch" if record.get("timm") else info["preprocessing"]
     return ModelSource(model=model, name=name.lower(), config=config,
                        input_shape=_input_shape(model), preprocessing=preprocessing,
-                       preprocessing_in_model=False)
+                       preprocessing_in_model=False, untrained=weights is None)
 
 
 def weights_record(weights: str | None, model: str) -> dict[str, Any]:
@@ -173,20 +223,36 @@ def from_keras_file(path: Path) -> ModelSource:
         raise UsageError(f"cannot load {path}: corrupt or unsupported .keras file "
                          f"({type(exc).__name__}: {_first_line(exc)})") from None
     labels_path = path.with_name("labels.json")
-    labels, preprocessing, in_model = None, "raw RGB pixels 0..255 (assumed)", True
+    labels, preprocessing, in_model = None, "", True
     notes = []
     if os.path.lexists(labels_path):
-        meta, labels = _labels_beside(labels_path)
-        if isinstance(meta, dict):
-            preprocessing = str(meta.get("preprocessing", preprocessing))
+        _, labels = _labels_beside(labels_path)
     else:
-        notes.append("no labels.json next to the model: labels unknown, input assumed to be "
-                     "raw RGB pixels 0..255")
+        notes.append("no labels.json next to the model: labels unknown")
     config = {"source": "keras_file", "path": str(path.resolve()), "name": model.name}
     return ModelSource(model=model, name=model.name, config=config,
                        input_shape=_input_shape(model), preprocessing=preprocessing,
                        preprocessing_in_model=in_model, labels=labels, keras_path=path,
-                       notes=notes)
+                       notes=notes, recorded=_recorded_run(path))
+
+
+def _recorded_run(path: Path) -> dict[str, Any]:
+    """The test top-1 a trainer run recorded (metrics.json) and its dataset (run_config)."""
+    from keras_resnet.safefiles import MAX_LABELS_BYTES, read_json_file
+
+    found: dict[str, Any] = {}
+    for name, key, into in (("metrics.json", "eval_top1", "top1"),
+                            ("run_config.json", "dataset", "dataset")):
+        try:
+            data = read_json_file(path.with_name(name), name, MAX_LABELS_BYTES)
+        except (OSError, ValueError):  # absent, unreadable or refused: nothing recorded
+            continue
+        if name == "run_config.json" and isinstance(data, dict):
+            data = data.get("config", data)
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            found[into] = value
+    return found
 
 
 def _labels_beside(path: Path) -> tuple[Any, list[str]]:

@@ -100,6 +100,7 @@ def check_target(options: Any) -> None:
     if options.calibration_method not in CALIBRATION_METHODS:
         raise UsageError(f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}"
                          f" (got {options.calibration_method!r})")
-    if options.batch and "int8" in options.quantize and options.samples < options.batch:
+    if (options.batch and "int8" in options.quantize and options.samples is not None
+            and options.samples < options.batch):
         raise UsageError(f"--samples {options.samples} is less than --batch {options.batch}: "
                          "int8 calibration needs at least one whole batch")

@@ -12,13 +12,18 @@ from .errors import UsageError
 from .formats import FORMATS, PRECISIONS
 from .manifest import read_manifest, resolve_inside, sha256_path
 
-#: Largest allowed max-absolute-difference of output probabilities, by precision;
-#: "bfloat16" judges a float file a runtime computed in bfloat16 (8-bit significands: a
-#: relative error of 2**-8 per rounding, measured up to ~1e-2 on ResNet probabilities).
+#: Largest allowed difference of float files, by precision: of log-probabilities relative
+#: to the logits' scale where the model ends in a softmax, of probabilities where a softmax
+#: output has no logits to read, of outputs relative to their scale otherwise. "bfloat16"
+#: judges a float file a runtime computed in bfloat16 (8-bit significands: a relative error
+#: of 2**-8 per rounding, accumulated over the network's depth).
 MAX_ABS_DIFF = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 #: Precisions judged by top-1 agreement with the Keras model instead.
 AGREEMENT_PRECISIONS = tuple(name for name, p in PRECISIONS.items() if p.by_agreement)
 DEFAULT_MIN_AGREEMENT = 0.98
+#: Smallest probability whose logarithm a float32 softmax still resolves (well above the
+#: float32 normal minimum, 1.2e-38): entries below it are not compared.
+RESOLVABLE = 1e-30
 
 
 def is_probabilities(y: np.ndarray) -> bool:
@@ -28,13 +33,19 @@ def is_probabilities(y: np.ndarray) -> bool:
 
 
 def compare(reference: np.ndarray, output: np.ndarray, precision: str,
-            min_agreement: float = DEFAULT_MIN_AGREEMENT, parity_count: int | None = None
+            min_agreement: float = DEFAULT_MIN_AGREEMENT, parity_count: int | None = None,
+            logits: np.ndarray | None = None, file_logits: np.ndarray | None = None
             ) -> dict[str, Any]:
     """Parity figures of ``output`` against the Keras ``reference`` and whether they pass.
 
-    Float precisions are judged on the max absolute difference over the first
-    ``parity_count`` samples (relative to the output's scale for non-probability outputs);
-    quantized ones on top-1 agreement over all samples.
+    Float precisions are judged over the first ``parity_count`` samples: on logits when
+    ``logits`` (the input of the Keras model's final softmax) is given: against the file's
+    own pre-softmax tensor (``file_logits``) where it could be read, else by the largest
+    difference of log-probabilities (logits up to a per-row constant) where the reference
+    probability is resolvable, relative to the logits' scale; otherwise on the outputs
+    (relative to their scale unless they are probabilities). Rows whose softmax is saturated
+    (one class holds all the probability) are counted and named. Quantized precisions are
+    judged on top-1 agreement over all samples.
     """
     reference = np.asarray(reference, np.float32)
     output = np.asarray(output, np.float32)
@@ -45,20 +56,40 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str,
     diff = float(np.max(np.abs(reference[:count] - output[:count])))
     figures: dict[str, Any] = {"parity_samples": int(count), "max_abs_diff": diff}
     probabilities = is_probabilities(reference)
-    if not probabilities:
-        figures["max_rel_diff"] = diff / max(1.0, float(np.max(np.abs(reference[:count]))))
     if reference.ndim == 2:
         agree = np.argmax(reference, axis=1) == np.argmax(output, axis=1)
         figures["top1_agreement"] = float(np.mean(agree))
         figures["agreement_samples"] = int(len(agree))
+    if probabilities:
+        figures["saturated_rows"] = int(np.sum(np.max(reference[:count], axis=1)
+                                               >= np.float32(1) - np.float32(6e-8)))
     if precision in AGREEMENT_PRECISIONS and reference.ndim == 2:
         figures["min_agreement"] = float(min_agreement)
         figures["passed"] = figures["top1_agreement"] >= min_agreement
+        return figures
+    limit = MAX_ABS_DIFF.get(precision, MAX_ABS_DIFF["float16"])
+    figures["max_diff_limit"] = limit
+    if logits is not None and file_logits is not None:
+        figures.update(_direct_logit_figures(np.asarray(logits)[:count],
+                                             np.asarray(file_logits)[:count]))
+        measured = figures["rel_logit_diff"]
+    elif logits is not None and probabilities:
+        figures.update(_logit_figures(np.asarray(logits)[:count], output[:count]))
+        measured = figures["rel_logit_diff"]
+    elif probabilities:
+        figures["judged_on"] = "probabilities (no logits: the model's softmax was not found)"
+        measured = diff
     else:
-        limit = MAX_ABS_DIFF.get(precision, MAX_ABS_DIFF["float16"])
-        measured = diff if probabilities else figures["max_rel_diff"]
-        figures["max_abs_diff_limit"] = limit
-        figures["passed"] = measured <= limit
+        figures["judged_on"] = "outputs relative to their scale"
+        figures["max_rel_diff"] = diff / max(1.0, float(np.max(np.abs(reference[:count]))))
+        measured = figures["max_rel_diff"]
+    figures["passed"] = measured <= limit
+    if figures.get("compared_entries") == count and "top1_agreement" in figures:
+        # every row saturated: the probabilities say nothing beyond the top class
+        figures["judged_on"] = (f"top-1 agreement only (all {len(agree)} images): softmax "
+                                f"saturated on all {count} rows, no other probability is "
+                                "resolvable")
+        figures["passed"] = bool(np.all(agree))
     return figures
 
 
@@ -69,6 +100,111 @@ def judged_precision(precision: str, runner: Any) -> str:
     if computed == "bf16" and precision in MAX_ABS_DIFF:
         return "bfloat16"
     return precision
+
+
+def _direct_logit_figures(logits: np.ndarray, file_logits: np.ndarray) -> dict[str, Any]:
+    """Largest difference of the file's logits from Keras', relative to their scale (both
+    centred per row: a softmax ignores a row's constant)."""
+    z = logits.astype(np.float64)
+    z = z - np.mean(z, axis=1, keepdims=True)
+    f = file_logits.astype(np.float64).reshape(z.shape)
+    f = f - np.mean(f, axis=1, keepdims=True)
+    delta = float(np.max(np.abs(f - z)))
+    scale = max(1.0, float(np.max(np.abs(z))))
+    return {"judged_on": "logits: the file's pre-softmax tensor, relative to the logits' "
+            "scale", "logit_diff": delta, "logit_scale": scale, "rel_logit_diff": delta / scale}
+
+
+def _logit_figures(logits: np.ndarray, output: np.ndarray) -> dict[str, Any]:
+    """Largest |log p_file - log p_keras| over resolvable entries, and the logits' scale."""
+    z = logits.astype(np.float64)
+    z = z - np.max(z, axis=1, keepdims=True)
+    ref_logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    out_logp = np.log(np.maximum(output.astype(np.float64), np.finfo(np.float32).tiny))
+    resolvable = ref_logp >= np.log(RESOLVABLE)
+    delta = float(np.max(np.abs(out_logp - ref_logp)[resolvable]))
+    scale = max(1.0, float(np.max(np.abs(z - np.mean(z, axis=1, keepdims=True)))))
+    return {"judged_on": "logits: log-probabilities relative to the logits' scale",
+            "logit_diff": delta, "logit_scale": scale, "rel_logit_diff": delta / scale,
+            "compared_entries": int(np.sum(resolvable))}
+
+
+def parity_text(parity: dict[str, Any]) -> str:
+    """A parity result in a few words, naming its image count and a saturated softmax."""
+    if "error" in parity and "parity_samples" not in parity:
+        return parity["error"]
+    if "min_agreement" in parity:
+        return (f"top-1 {parity['top1_agreement'] * 100:.1f}% of "
+                f"{parity['agreement_samples']}")
+    count = parity["parity_samples"]
+    if str(parity.get("judged_on", "")).startswith("top-1 agreement only"):
+        agreeing = round(parity["top1_agreement"] * parity["agreement_samples"])
+        return (f"top-1 {agreeing}/{parity['agreement_samples']} only: softmax saturated "
+                f"{parity['saturated_rows']}/{count}, no logits")
+    if "rel_logit_diff" in parity:
+        text = f"logits rel {parity['rel_logit_diff']:.1e} on {count}"
+    elif "max_rel_diff" in parity:
+        text = f"rel {parity['max_rel_diff']:.1e} on {count}"
+    else:
+        text = f"max|d| {parity['max_abs_diff']:.1e} on {count}"
+    if parity.get("saturated_rows"):
+        text += f", softmax saturated {parity['saturated_rows']}/{count}"
+    return text
+
+
+def logits_model(model: Any) -> Any | None:
+    """A model sharing ``model``'s weights that outputs the input of its final softmax (a
+    Softmax/Activation layer, or a layer with ``activation="softmax"``, looking inside a
+    nested model); None when the model does not end in a softmax."""
+    import keras
+
+    try:
+        out = _pre_softmax(model, model.outputs[0])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return None if out is None else keras.Model(model.inputs, out)
+
+
+def _pre_softmax(model: Any, tensor: Any) -> Any | None:
+    """The tensor before the softmax that produces ``tensor`` in ``model``'s graph."""
+    import keras
+
+    layer, node_index, _ = tensor._keras_history
+    inputs = layer._inbound_nodes[node_index].input_tensors
+    if len(inputs) != 1:
+        return None
+    if isinstance(layer, keras.Model):
+        inner = logits_model(layer)
+        return None if inner is None else inner(inputs[0])
+    if isinstance(layer, keras.layers.Softmax):
+        return inputs[0] if layer.axis in (-1, 1) else None
+    activation = getattr(layer, "activation", None)
+    if getattr(activation, "__name__", "") != "softmax":
+        return None
+    if isinstance(layer, keras.layers.Activation):
+        return inputs[0]
+    config = {**layer.get_config(), "activation": "linear", "name": f"{layer.name}_logits"}
+    linear = type(layer).from_config(config)
+    linear.build(inputs[0].shape)
+    linear.set_weights(layer.get_weights())
+    return linear(inputs[0])
+
+
+def file_logits(directory: Path, artifact: dict[str, Any], threads: int | None,
+                logits: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:
+    """The file's own logits on ``x`` where the Keras model has logits and the file's
+    format can expose them (:mod:`.logits`); None otherwise."""
+    from .logits import logits_runner
+
+    runner = None if logits is None else logits_runner(directory, artifact, threads)
+    return None if runner is None else run_batched(runner, x)
+
+
+def reference_outputs(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The Keras model's outputs and, where it ends in a softmax, its logits."""
+    ref = keras_predict(model, x)
+    pre = logits_model(model) if is_probabilities(ref) else None
+    return ref, None if pre is None else keras_predict(pre, x)
 
 
 def make_runner(directory: Path, artifact: dict[str, Any], threads: int | None = None) -> Any:
@@ -195,7 +331,7 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
         return _not_rerun(manifest, broken, problems, f"reference files cannot be loaded "
                           f"({type(exc).__name__}: {text[0] if text else ''})")
     x_all, shown = _evaluation_inputs(manifest, x, data, samples)
-    ref = keras_predict(model, x_all)
+    ref, logits = reference_outputs(model, x_all)
     results = []
     for artifact in manifest["artifacts"]:
         key = artifact_key(artifact)
@@ -206,7 +342,8 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
             runner = make_runner(directory, artifact, threads)
             out = run_batched(runner, x_all)
             figures = compare(ref, out, judged_precision(artifact["precision"], runner),
-                              min_agreement, len(x))
+                              min_agreement, len(x), logits=logits, file_logits=file_logits(
+                                  directory, artifact, threads, logits, x))
         except Exception as exc:  # a runtime that cannot load or run the file is a failure
             figures = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
         if not figures["passed"]:
@@ -246,24 +383,37 @@ def _load_reference(directory: Path, reference: dict[str, Any]) -> tuple[Any, np
 
 def _evaluation_inputs(manifest: dict[str, Any], x: np.ndarray, source: str | None,
                        samples: int | None) -> tuple[np.ndarray, str]:
-    """The parity batch plus evaluation images (the test split of ``source`` or of the
-    recorded source), and a description of the data."""
+    """The stored parity batch plus evaluation images (the test split of ``source`` or of
+    the recorded source), and a description of the data naming its image counts."""
     from .samples import load_samples
-    from .source import preprocess_fn
 
     spec = manifest["input"]
     evaluation = manifest.get("evaluation")
     evaluation = evaluation if isinstance(evaluation, dict) else {}
     eval_source, note = (source, None) if source else _recorded_source(evaluation)
-    shown = str(eval_source) if eval_source else "stored parity batch"
+    stored = f"the {len(x)} stored images (parity_inputs.npy)"
     if eval_source is None:
-        return x, f"{shown}; {note}" if note else shown
+        return x, f"{stored}; {note}" if note else stored
     count = samples or min(_int(evaluation.get("samples"), 100), MAX_SAMPLES)
     pixels, _ = load_samples(eval_source, "test", count, tuple(spec["shape"][1:3]),
                              seed=_int(evaluation.get("seed"), 0))
-    extra = preprocess_fn(str(spec.get("preprocessing", "")),
-                          bool(spec.get("preprocessing_in_model", True)))(pixels)
-    return np.concatenate([x, extra]), shown
+    extra = manifest_preprocess(manifest)(pixels)
+    return np.concatenate([x, extra]), (f"{len(extra)} images of {eval_source}'s test split "
+                                        f"and {stored}")
+
+
+def manifest_preprocess(manifest: dict[str, Any]) -> Any:
+    """Raw RGB 0..255 pixels -> model input, by the manifest's input contract (or, for a
+    manifest written before contracts, by its recorded preprocessing)."""
+    from .contract import contract_from_json
+    from .source import preprocess_fn
+
+    spec = manifest["input"]
+    contract = contract_from_json(spec.get("contract"))
+    if contract is not None:
+        return contract.to_model
+    return preprocess_fn(str(spec.get("preprocessing", "")),
+                         bool(spec.get("preprocessing_in_model", True)))
 
 
 def _min_agreement(manifest: dict[str, Any]) -> float:
@@ -283,6 +433,9 @@ def _recorded_source(evaluation: dict[str, Any]) -> tuple[str | None, str | None
     recorded = evaluation.get("source")
     if not isinstance(recorded, str) or not recorded:
         return None, None
+    if evaluation.get("in_memory"):
+        return None, f"the export evaluated on in-memory images ({recorded}); pass --data " \
+                     "to check on more"
     if recorded not in ("digits", "synthetic", *TFDS_ALIASES) and not (
             recorded.startswith("tfds:") and recorded != "tfds:"):
         return None, (f"recorded source {recorded!r} not read (outside the export "
@@ -297,6 +450,7 @@ def _int(value: Any, default: int) -> int:
 
 
 def _summary(figures: dict[str, Any]) -> str:
-    shown = {k: figures[k] for k in ("max_abs_diff", "top1_agreement", "error") if k in figures}
-    return "(" + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in shown.items()) + ")"
+    text = parity_text(figures)
+    if "error" in figures and text != figures["error"]:
+        text += f"; {figures['error']}"
+    return f"({text})"

@@ -56,7 +56,7 @@ def test_calibration_and_evaluation_images_are_the_trainers_disjoint_splits(
     # Every 10th file of the sorted list: iris/9, lily/9 and rose/9.
     assert y_eval.tolist() == [0, 1, 2]
     assert recorded == {"source": spec, "split": "test", "samples": 3, "seed": 0,
-                        "labelled": True}
+                        "labelled": True, "whole_split": False, "in_memory": False}
 
 
 def test_samples_are_a_seeded_subset_of_one_split(class_folder: Path) -> None:

@@ -89,15 +89,17 @@ def test_manifest_records_model_input_labels_and_tools(exported: Path) -> None:
     assert manifest["input"]["shape"] == [None, 32, 32, 3]
     assert manifest["input"]["dtype"] == "float32"
     assert manifest["input"]["layout"] == "NHWC"
-    assert manifest["input"]["preprocessing"].startswith("raw RGB 0..255")
+    assert manifest["input"]["contract"]["range"] == [0, 255]
+    assert manifest["input"]["contract"]["read_from"] == "labels.json beside the model"
     assert manifest["labels"] == LABELS
     assert {"tensorflow", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert"} <= set(
         manifest["tools"])
     assert manifest["cpu"] == cpu_info()  # where the parity and latency figures come from
     evaluation = dict(manifest["evaluation"])
     assert evaluation.pop("keras_top1") > 0.9
+    assert evaluation.pop("keras_top1_samples") == 300
     assert evaluation == {"source": "digits", "split": "test", "samples": 300, "seed": 0,
-                          "labelled": True}
+                          "labelled": True, "whole_split": False, "in_memory": False}
 
 
 def test_every_artifact_reports_its_test_accuracy_on_labelled_digits(exported: Path) -> None:
@@ -147,7 +149,8 @@ def test_onnx_metadata_props_carry_labels_and_preprocessing(exported: Path) -> N
     for name in ("model.onnx", "model_int8.onnx"):
         props = {p.key: p.value for p in onnx.load(str(exported / name)).metadata_props}
         assert json.loads(props["labels"]) == LABELS
-        assert props["preprocessing"].startswith("raw RGB 0..255")
+        assert props["preprocessing"].startswith("RGB pixels 0..255")
+        assert json.loads(props["input_contract"])["range"] == [0, 255]
 
 
 def test_onnx_int8_is_per_channel_u8s8_qdq_that_fuses_to_qlinearconv(

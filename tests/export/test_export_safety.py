@@ -46,7 +46,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]
         folder.mkdir()
         (folder / "model.onnx").write_bytes(b"partial")
     assert export_main([str(root / "m.keras"), "-o", str(root / "out"), "--formats", "onnx",
-                        "--samples", "8"]) == 0
+                        "--samples", "8", "--input-range", "0,255"]) == 0
     return root / "out", stale, kept
 
 
