@@ -239,6 +239,8 @@ def _input_paths(model: str, options: ExportOptions) -> list[Path]:
     for spec in (options.calibration, options.data):
         if isinstance(spec, str) and spec.startswith("folder:"):
             paths.append(Path(spec[len("folder:"):]))
+        elif isinstance(spec, str) and spec.endswith((".npy", ".npz")):
+            paths.append(Path(spec))
     return paths
 
 
