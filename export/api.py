@@ -19,6 +19,8 @@ import numpy as np
 
 from .errors import UsageError, VerificationFailed
 from .formats import FORMATS, PRECISIONS, QUANTIZE_MODES, ExportJob, format_row, quantizing_formats
+from .int8_levers import check_int8_levers
+from .keep_float import check_keep_float_names
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
 from .targets import TARGETS, apply_target, check_target
 from .verify import DEFAULT_MIN_AGREEMENT
@@ -57,6 +59,10 @@ class ExportOptions:
     force: bool = False
     threads: int = 2
     seed: int = 0
+    #: Record each quantized layer's error in every int8 file (export/layer_report.py).
+    layer_report: bool = False
+    #: Keras layers kept float in the int8 files, or ["auto"] (export/keep_float.py).
+    keep_float: list[str] | None = None
 
 
 def validate_options(model: str, output: Path, options: ExportOptions) -> None:
@@ -65,6 +71,7 @@ def validate_options(model: str, output: Path, options: ExportOptions) -> None:
 
     _check_formats(options)
     check_target(options)
+    check_int8_levers(options)
     _check_unread_options(options)
     for mode in options.quantize:
         if PRECISIONS[QUANTIZE_MODES[mode]].calibrated and not options.calibration:
@@ -262,6 +269,7 @@ def export_model(model: str, output: str | Path, options: ExportOptions | None =
         raise
     try:
         source = resolve_model(model, options)
+        check_keep_float_names(options.keep_float, source.model)
         calib, x_eval, y_eval, eval_spec = _load_data(source, options)
         manifest = _build(source, staging, options, calib, x_eval, y_eval, eval_spec, log)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
@@ -456,6 +464,7 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
                                                   record)
     passed = all(a["parity"]["passed"] for a in record.artifacts)
     batch = options.batch
+    layers = _layer_report(source, staging, options, record.artifacts, x_eval)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "passed" if passed else "failed",
@@ -477,7 +486,19 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
         "reference": reference_files,
         "artifacts": record.artifacts,
         "notes": notes,
+        **({"layers": layers} if layers is not None else {}),
     }
+
+
+def _layer_report(source: Any, staging: Path, options: ExportOptions,
+                  artifacts: list[dict[str, Any]], x_eval: np.ndarray) -> dict[str, Any] | None:
+    """The per-layer report of every int8 file when ``--layer-report`` asks for it."""
+    if not options.layer_report:
+        return None
+    from .layer_report import DEFAULT_REPORT_IMAGES, keras_layer_classes, layer_reports
+
+    return layer_reports(staging, artifacts, x_eval[:DEFAULT_REPORT_IMAGES],
+                         keras_layer_classes(source.model))
 
 
 def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
