@@ -124,8 +124,8 @@ def choose_and_write(write: Callable[[list[str]], None], run_file: Callable[[], 
                      images: np.ndarray, requested: list[str] | None,
                      min_agreement: float) -> dict[str, Any] | None:
     """Write the int8 file keeping ``requested`` layers float (``['auto']``: the fewest worst
-    layers reaching ``min_agreement`` on ``images``); returns the manifest record of the
-    choice, None when nothing was asked. ``write(layers)`` writes the file, ``run_file()``
+    layers reaching ``min_agreement`` on ``images``; when none do, the fewest that did best);
+    returns the manifest record of the choice, None when nothing was asked. ``write(layers)`` writes the file, ``run_file()``
     opens a runner of it, ``report()`` is the per-layer report of the all-int8 file."""
     from .bench import median_latency_ms
     from .verify import keras_predict, run_batched
@@ -149,15 +149,19 @@ def choose_and_write(write: Callable[[list[str]], None], run_file: Callable[[], 
         rows = report() if agreement < min_agreement else []
         record["report"] = [{k: row[k] for k in ("layer", "op", "lost_db", "sqnr_db", "fed_by")
                              if k in row} for row in rows]
+        best = (agreement, [])
         for row in rows:
             if agreement >= min_agreement:
                 break
-            for name in (row["layer"], row.get("fed_by")):
-                if name and name not in kept:
-                    kept.append(name)
+            kept += [n for n in dict.fromkeys((row["layer"], row.get("fed_by"))) if n
+                     and n not in kept]
             write(kept)
             agreement, _ = measured()
+            if agreement > best[0]:
+                best = (agreement, list(kept))
         record["reached"] = agreement >= min_agreement
+        if not record["reached"]:  # the fewest layers that did best
+            kept = best[1]
     if kept:
         write(kept)
         agreement, kept_ms = measured()
