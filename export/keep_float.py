@@ -125,8 +125,9 @@ def choose_and_write(write: Callable[[list[str]], None], run_file: Callable[[], 
                      min_agreement: float) -> dict[str, Any] | None:
     """Write the int8 file keeping ``requested`` layers float (``['auto']``: the fewest worst
     layers reaching ``min_agreement`` on ``images``; when none do, the fewest that did best);
-    returns the manifest record of the choice, None when nothing was asked. ``write(layers)`` writes the file, ``run_file()``
-    opens a runner of it, ``report()`` is the per-layer report of the all-int8 file."""
+    returns the manifest record of the choice, None when nothing was asked. ``write(layers)``
+    writes the file, ``run_file()`` opens a runner of it, ``report()`` is the per-layer
+    report of the all-int8 file."""
     from .bench import median_latency_ms
     from .verify import keras_predict, run_batched
 
@@ -155,15 +156,17 @@ def choose_and_write(write: Callable[[list[str]], None], run_file: Callable[[], 
                 break
             kept += [n for n in dict.fromkeys((row["layer"], row.get("fed_by"))) if n
                      and n not in kept]
-            write(kept)
+            write(list(kept))
             agreement, _ = measured()
             if agreement > best[0]:
                 best = (agreement, list(kept))
         record["reached"] = agreement >= min_agreement
         if not record["reached"]:  # the fewest layers that did best
-            kept = best[1]
+            agreement, kept = best
+            if not kept and rows:
+                write([])
     if kept:
-        write(kept)
+        write(list(kept))
         agreement, kept_ms = measured()
         record.update(layers=kept, agreement=agreement, latency_ms=round(kept_ms, 3),
                       latency_cost_ms=round(kept_ms - int8_ms, 3))

@@ -127,3 +127,31 @@ def test_bad_keep_float_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--keep-float" in err[0] and expected in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("scores", "layers", "agreement"), [
+    ({(): 0.5, ("a", "b"): 0.7, ("a", "b", "c"): 0.6}, ["a", "b"], 0.7),
+    ({(): 0.5, ("a", "b"): 0.4, ("a", "b", "c"): 0.3}, [], 0.5),
+])
+def test_keep_float_auto_short_of_the_target_keeps_the_fewest_that_did_best(
+        scores: dict, layers: list[str], agreement: float) -> None:
+    """Layers are added in report order, each with the layer feeding it; when the target is
+    never reached the file written last is the best choice, not every layer tried."""
+    import keras
+    from keras_resnet.export.keep_float import choose_and_write
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    x = np.random.RandomState(0).randn(20, 4).astype("float32")
+    reference = keras.ops.convert_to_numpy(model(x))
+    written: list[list[str]] = []
+
+    def run_file():  # agrees on the first scores[kept] of the images
+        agree = int(round(scores[tuple(written[-1])] * len(x)))
+        wrong = np.roll(reference[agree:], 1, axis=1)
+        return lambda batch: np.concatenate([reference[:agree], wrong])[:len(batch)]
+
+    rows = [{"layer": "a", "fed_by": "b"}, {"layer": "c", "fed_by": ""}]
+    record = choose_and_write(written.append, run_file, lambda: rows, model, x, ["auto"], 0.9)
+    assert written[:3] == [[], ["a", "b"], ["a", "b", "c"]] and written[-1] == layers
+    assert record["reached"] is False and record["layers"] == layers
+    assert record["agreement"] == agreement and record["all_int8"]["agreement"] == 0.5
