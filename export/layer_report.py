@@ -289,19 +289,28 @@ def layer_reports(directory: Path, artifacts: list[dict[str, Any]], x: np.ndarra
 def report_dir(directory: str | Path, images: int = DEFAULT_REPORT_IMAGES
                ) -> dict[str, dict[str, Any]]:
     """The per-layer report of every int8 file of an export directory, on the first
-    ``images`` of the export's evaluation images (``keras-resnet-verify DIR --layers``)."""
+    ``images`` of the export's recorded evaluation images (``keras-resnet-verify DIR
+    --layers``); a recorded ``folder:`` source lies outside DIR and is not read."""
     import keras
 
-    from .int8_schemes import export_inputs
+    from .errors import UsageError
     from .manifest import read_manifest, resolve_inside
+    from .samples import load_samples
+    from .source import preprocess_fn
 
     directory = Path(directory)
     manifest = read_manifest(directory)
-    _, x_eval, _, _ = export_inputs(directory)
+    evaluation, spec = manifest.get("evaluation", {}), manifest["input"]
+    source = evaluation.get("source")
+    if not isinstance(source, str) or source.startswith("folder:"):
+        raise UsageError(f"--layers runs the export's recorded evaluation images; {source!r} "
+                         "is not a source verify reads (folders lie outside DIR)")
+    pixels, _ = load_samples(source, "test", int(evaluation.get("samples", images)),
+                             tuple(spec["shape"][1:3]), int(evaluation.get("seed", 0)))
+    x = preprocess_fn(spec["preprocessing"], spec["preprocessing_in_model"])(pixels[:images])
     keras_path = resolve_inside(directory, manifest["reference"]["keras_model"]["path"])
     model = keras.saving.load_model(keras_path, compile=False, safe_mode=True)
-    return layer_reports(directory, manifest["artifacts"], x_eval[:images],
-                         keras_layer_classes(model))
+    return layer_reports(directory, manifest["artifacts"], x, keras_layer_classes(model))
 
 
 def format_reports(reports: dict[str, dict[str, Any]], top: int | None = None) -> str:
