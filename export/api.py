@@ -16,6 +16,8 @@ import numpy as np
 
 from .errors import UsageError, VerificationFailed
 from .formats import FORMATS, PRECISIONS, QUANTIZE_MODES, ExportJob, format_row, quantizing_formats
+from .int8_levers import check_int8_levers
+from .keep_float import check_keep_float_names
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
 from .placement import Placement, check_given, check_output
 from .targets import TARGETS, apply_target, check_target
@@ -64,6 +66,10 @@ class ExportOptions:
     mean: Any = None
     std: Any = None
     channel_order: str = "RGB"
+    #: Record each quantized layer's error in every int8 file (export/layer_report.py).
+    layer_report: bool = False
+    #: Keras layers kept float in the int8 files, or ["auto"] (export/keep_float.py).
+    keep_float: list[str] | None = None
 
 
 def validate_options(model: Any, output: Path, options: ExportOptions) -> None:
@@ -75,6 +81,7 @@ def validate_options(model: Any, output: Path, options: ExportOptions) -> None:
     _check_types(options)
     _check_formats(options)
     check_target(options)
+    check_int8_levers(options)
     _check_unread_options(options)
     for mode in options.quantize:
         if PRECISIONS[QUANTIZE_MODES[mode]].calibrated and options.calibration is None:
@@ -322,6 +329,7 @@ def export_model(model: Any, output: str | Path, options: ExportOptions | None =
     with Placement(output, options.force, _input_paths(model, options)) as place:
         staging = place.staging
         source = resolve_model(model, options)
+        check_keep_float_names(options.keep_float, source.model)
         calib, x_eval, y_eval, eval_spec = _load_data(source, options)
         manifest = _build(source, staging, options, calib, x_eval, y_eval, eval_spec, log)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
@@ -481,6 +489,7 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
                                                   record)
     passed = all(a["parity"]["passed"] for a in record.artifacts) and sanity["passed"]
     batch = options.batch
+    layers = _layer_report(source, staging, options, record.artifacts, x_eval)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "passed" if passed else "failed",
@@ -504,6 +513,7 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
         "reference": reference_files,
         "artifacts": record.artifacts,
         "notes": notes,
+        **({"layers": layers} if layers is not None else {}),
     }
 
 
@@ -520,6 +530,17 @@ def _options_record(options: ExportOptions) -> dict[str, Any]:
             value = list(value)
         record[name] = value
     return record
+
+
+def _layer_report(source: Any, staging: Path, options: ExportOptions,
+                  artifacts: list[dict[str, Any]], x_eval: np.ndarray) -> dict[str, Any] | None:
+    """The per-layer report of every int8 file when ``--layer-report`` asks for it."""
+    if not options.layer_report:
+        return None
+    from .layer_report import DEFAULT_REPORT_IMAGES, keras_layer_classes, layer_reports
+
+    return layer_reports(staging, artifacts, x_eval[:DEFAULT_REPORT_IMAGES],
+                         keras_layer_classes(source.model))
 
 
 def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,

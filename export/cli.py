@@ -120,6 +120,12 @@ def export_parser() -> argparse.ArgumentParser:
                    help=f"least top-1 agreement of int8 models with Keras (default "
                         f"{d.min_agreement})")
     p.add_argument("--labels", metavar="FILE", help="class names: JSON list or text lines")
+    p.add_argument("--keep-float", type=_csv, default=None, metavar="LAYER,...|auto",
+                   help="keep these Keras layers (e.g. conv4_block6_2_conv) in float in the "
+                        "int8 ONNX and TFLite files; auto: the fewest worst layers of the "
+                        "per-layer report that reach --min-agreement (not with --target npu)")
+    p.add_argument("--layer-report", action="store_true", help="record in the manifest each "
+                   "quantized layer's error in every int8 file (see keras-resnet-verify --layers)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"threads for the runtimes (default {d.threads})")
@@ -180,7 +186,8 @@ def export_main(argv: Sequence[str] | None = None) -> int:
             labels=args.labels, builder=_builder_options(args),
             min_agreement=args.min_agreement, force=args.force, threads=args.threads,
             seed=args.seed, input_range=args.input_range, mean=args.mean, std=args.std,
-            channel_order=args.channel_order)
+            channel_order=args.channel_order, layer_report=args.layer_report,
+            keep_float=args.keep_float)
         log = (lambda message: None) if args.json else print
         manifest = export_model(args.model, args.output, options, log=log)
         if args.json:
@@ -248,6 +255,8 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--samples", type=int, help="images drawn from --data")
         p.add_argument("--threads", type=int, default=2, help="threads per runtime (2)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.add_argument("--layers", action="store_true", help="also report, for every int8 "
+                       "file, each quantized layer's error against the float file, worst first")
         args = p.parse_args(argv)
         from keras_resnet.cpu import cpu_line
 
@@ -257,6 +266,10 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
 
         report = verify_dir(args.directory, data=args.data, samples=args.samples,
                             threads=args.threads)
+        if args.layers:
+            from .layer_report import format_reports, report_dir
+
+            report["layers"] = report_dir(args.directory)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
@@ -266,6 +279,8 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
             for result in report["artifacts"]:
                 state = "ok" if result["passed"] else "FAILED"
                 print(f"{state:6} {result['artifact']} {parity_text(result)}")
+            if args.layers:
+                print(format_reports(report["layers"]))
         if not report["passed"]:  # raised, so the line is printed once stderr is back
             count = len(report["problems"])
             raise VerificationFailed(f"{args.directory} failed verification ({count} problem"

@@ -26,15 +26,17 @@ def export_inputs(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray |
     split), model-ready, and whether its ONNX files take NCHW."""
     from .manifest import read_manifest
     from .samples import load_samples
-    from .source import preprocess_fn
+    from .verify import manifest_preprocess
 
     manifest = read_manifest(directory)
     options, spec = manifest["options"], manifest["input"]
     size = tuple(spec["shape"][1:3])
-    prepare = preprocess_fn(spec["preprocessing"], spec["preprocessing_in_model"])
+    prepare = manifest_preprocess(manifest)
     calibration = options.get("calibration") or "synthetic"
-    pixels, _ = load_samples(calibration, "train", options["samples"], size, options["seed"],
-                             "calibration")
+    from .api import DEFAULT_SAMPLES
+
+    pixels, _ = load_samples(calibration, "train", options["samples"] or DEFAULT_SAMPLES, size,
+                             options["seed"], "calibration")
     evaluation = manifest["evaluation"]
     x_eval, y_eval = load_samples(evaluation["source"], "test", evaluation["samples"], size,
                                   evaluation["seed"])

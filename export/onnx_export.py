@@ -172,16 +172,16 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
         return Written(rel, {**layout, **info})
     if precision == "float16":
         return Written(rel, {**layout, **convert_onnx_float16(float_path, path)})
-    from .onnx_int8 import int8_structure, quantize_onnx_int8, tensorrt_check
+    from .keep_float import onnx_int8_with_fallback
+    from .onnx_int8 import INT8_SCHEMES, int8_structure, quantize_onnx_int8, tensorrt_check
 
-    quantize_onnx_int8(float_path, path,
-                       job.calib.transpose(0, 3, 1, 2) if options.nchw else job.calib,
-                       onnx_metadata(job.source), options.int8_scheme,
-                       options.calibration_method, options.batch)
-    from .onnx_int8 import INT8_SCHEMES
-
+    calib = job.calib.transpose(0, 3, 1, 2) if options.nchw else job.calib
+    fallback = onnx_int8_with_fallback(job, float_path, path, lambda excluded: (
+        quantize_onnx_int8(float_path, path, calib, onnx_metadata(job.source),
+                           options.int8_scheme, options.calibration_method, options.batch,
+                           excluded)))
     int8 = {"scheme": options.int8_scheme, "calibration_method": options.calibration_method,
-            **int8_structure(path)}
+            **int8_structure(path), **({"keep_float": fallback} if fallback else {})}
     if INT8_SCHEMES[options.int8_scheme].reference_arithmetic:
         int8["checked_with"] = "exact integer arithmetic (onnxruntime, QDQ pairs unfused)"
     from .targets import requires_check

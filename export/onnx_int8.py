@@ -69,11 +69,12 @@ TENSORRT_OPS = frozenset({
 
 def quantize_onnx_int8(float_path: Path, out_path: Path, calibration: np.ndarray,
                        metadata: dict[str, str], scheme: str = DEFAULT_INT8_SCHEME,
-                       method: str = "minmax", batch: int | None = None) -> None:
+                       method: str = "minmax", batch: int | None = None,
+                       nodes_to_exclude: list[str] | None = None) -> None:
     """Static int8 quantization with onnxruntime in QDQ form, per-channel weights,
     calibrated by ``method`` on ``calibration`` (model-ready inputs in the model's layout),
     fed ``batch`` at a time (the file's static batch, else 8; 1 for the histogram methods,
-    which need equal batches).
+    which need equal batches); ``nodes_to_exclude`` stay float (``--keep-float``).
 
     onnxruntime fuses each DequantizeLinear -> Conv -> QuantizeLinear into a QLinearConv;
     ``scheme`` (a key of INT8_SCHEMES) picks the types, see docs/export.md.
@@ -112,6 +113,7 @@ def quantize_onnx_int8(float_path: Path, out_path: Path, calibration: np.ndarray
         per_channel=True,
         reduce_range=chosen.reduce_range,
         op_types_to_quantize=QUANTIZED_OPS,
+        nodes_to_exclude=list(nodes_to_exclude or []),
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[method],
         extra_options={"ActivationSymmetric": chosen.symmetric_activations,

@@ -143,14 +143,25 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
     rel = FORMATS["tflite"].file_name(precision)
     path = job.staging / rel
     saved_model, _ = saved_model_dir(job)
-    path.write_bytes(convert_tflite(job.staging / saved_model, precision,
-                                    job.calib if precision == "int8" else None,
-                                    job.options.int8_io))
+    source = job.staging / saved_model
+
+    def convert() -> bytes:
+        return convert_tflite(source, precision, job.calib if precision == "int8" else None,
+                              job.options.int8_io)
+
+    if precision != "int8":
+        path.write_bytes(convert())
+        return Written(rel, {"layout": "NHWC", **describe_tflite(path)})
+    from .keep_float import tflite_int8_with_fallback
+
+    fallback = tflite_int8_with_fallback(
+        job, source, job.staging / FORMATS["tflite"].file_name("float32"), path, convert)
+    info = {"layout": "NHWC", **describe_tflite(path),
+            **({"keep_float": fallback} if fallback else {})}
     from .targets import requires_check
 
     wanted = requires_check(job.options.target, f"tflite/{precision}", "npu")
-    checks = {"npu": npu_check(path)} if wanted else None
-    return Written(rel, {"layout": "NHWC", **describe_tflite(path)}, checks)
+    return Written(rel, info, {"npu": npu_check(path)} if wanted else None)
 
 
 def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> TFLiteRunner:
