@@ -30,6 +30,8 @@ def test_quick_start_runs_verbatim(tmp_path: Path) -> None:
     assert keras_top1 > 0.9  # a trained model, not chance (10 classes)
     assert sorted(files) == ["model.onnx", "model_float32.tflite", "model_int8.onnx",
                              "model_int8.tflite"]
-    for name, top1 in files.items():  # int8 within a point of the Keras model, float equal
-        assert abs(float(top1) - keras_top1) <= (0.01 if "int8" in name else 1e-9), name
+    # Within a point of the trainer's own evaluation (which ran at the training precision:
+    # bfloat16 on CPUs that have it) for the float and the int8 files alike.
+    for name, top1 in files.items():
+        assert abs(float(top1) - keras_top1) <= 0.01, (name, top1, keras_top1)
     assert (tmp_path / "artifacts/quickstart/manifest.json").is_file()
