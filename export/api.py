@@ -317,7 +317,7 @@ def export_model(model: Any, output: str | Path, options: ExportOptions | None =
     manifest marked ``failed``).
     """
     options = _options(options, dict(overrides))
-    if not isinstance(output, str | os.PathLike) or not str(output):
+    if not isinstance(output, str | os.PathLike):
         raise UsageError(f"output must be a directory path (got {output!r})")
     _check_types(options)
     options = apply_target(options)

@@ -70,8 +70,10 @@ def settings_namespace(model: str, dataset: str, model_dir: Any,
             hint = " (give the data as the second argument)" if name == "dataset" else ""
             raise UsageError(f"train(): unknown setting {name!r}{hint}; settings are "
                              f"{', '.join(sorted([*actions, *DATA_SETTINGS]))}")
-    if not isinstance(model_dir, str | Path) or not str(model_dir):
+    if not isinstance(model_dir, str | Path):
         raise UsageError(f"train(): model_dir must be a folder path, got {model_dir!r}")
+    if not str(model_dir).strip():
+        raise UsageError("--model-dir is an empty string; name the run's directory")
     values = {dest: None for dest in actions}
     values.update({k: v for k, v in settings.items() if k in actions})
     if values.get("epochs") is not None:

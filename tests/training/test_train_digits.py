@@ -64,3 +64,13 @@ def test_resnet20_digits_reaches_90_percent(tmp_path: Path, th, capsys) -> None:
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["examples"] == 360
     assert report["top1"] == pytest.approx(top1, abs=1e-9)
+
+    # The export measures the same model on the same 360 held-out digits: the same top-1.
+    from keras_resnet.export import export_model
+
+    manifest = export_model(str(run / "model.keras"), tmp_path / "export", formats="tflite",
+                            calibration="digits")
+    evaluation = manifest["evaluation"]
+    assert evaluation["samples"] == evaluation["keras_top1_samples"] == 360
+    assert evaluation["keras_top1"] == pytest.approx(report["top1"], abs=1e-9)
+    assert manifest["artifacts"][0]["parity"]["test_top1"] == pytest.approx(top1, abs=1 / 360)
