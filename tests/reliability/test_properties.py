@@ -9,6 +9,7 @@ argv cannot carry them.)
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -19,7 +20,6 @@ from keras_resnet.export import bench as bench_lib
 from keras_resnet.export import verify as verify_lib
 from keras_resnet.export.cli import bench_main, export_main, verify_main
 from keras_resnet.training import cli as train_cli
-from keras_resnet.training import evaluate as evaluate_lib
 from keras_resnet.training import loop
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None,
@@ -137,6 +137,8 @@ def test_verify_and_bench_numbers(here: Path, monkeypatch, capsys, command: str,
 @SETTINGS
 @given(flag=st.sampled_from(sorted(EVAL)), value=VALUES)
 def test_eval_numbers(here: Path, monkeypatch, capsys, flag: str, value) -> None:
+    # The module, not the package's evaluate() function of the same name.
+    evaluate_lib = importlib.import_module("keras_resnet.training.evaluate")
     monkeypatch.setattr(evaluate_lib, "evaluate_model", _reached)
     (here / "m.keras").write_bytes(b"")
     text = _text(value)
@@ -178,7 +180,7 @@ def test_path_arguments(here: Path, monkeypatch, capsys, case, path: str) -> Non
     from keras_resnet.export import api
 
     monkeypatch.setattr(api, "resolve_model", _reached)
-    monkeypatch.setattr(loop, "train", _reached)
+    monkeypatch.setattr(loop, "run_training", _reached)
     (here / "a").write_text("a file")
     (here / "b").mkdir(exist_ok=True)
     (here / "b" / "a").mkdir(exist_ok=True)
