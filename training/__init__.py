@@ -11,6 +11,9 @@ loop. See ``docs/training.md``.
 TensorFlow is imported when a run starts, not with this package.
 """
 
+# The evaluate module is loaded before the evaluate function is bound: importing a submodule
+# later would set the package's attribute of that name to the module.
+import keras_resnet.training.evaluate  # noqa: F401, I001
 from keras_resnet.training.api import evaluate, train
 from keras_resnet.training.config import (
     DataConfig,
