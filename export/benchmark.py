@@ -2,7 +2,7 @@
 
 Exports a model (default ResNet-50 at 224) to every format and precision, timing the whole
 export, then measures batch-1 latency with a fixed thread count for TFLite float32 vs int8
-and ONNX float32 vs int8, and checks them against the targets of the export issue. With
+and ONNX float32 vs int8, and checks them against the export's speed targets (docs/export.md). With
 ``--naive-onnx`` it also times onnxruntime's default static quantization (QDQ, int8
 activations, per-tensor weights) to show why the exporter does not use it.
 """

@@ -89,6 +89,22 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=d.samples, help="limit the evaluation "
                    "images (default: the whole test split) and the calibration images "
                    f"(default {DEFAULT_SAMPLES})")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of a zoo model's random "
+                   f"weights (without --weights) and of the drawn images (default {d.seed})")
+    p.add_argument("--labels", metavar="FILE", help="class names: JSON list or text lines")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help=f"threads for the runtimes (default {d.threads})")
+    p.add_argument("--json", action="store_true", help="print the manifest instead of a table")
+    _add_contract_arguments(p.add_argument_group("input contract"), d)
+    _add_format_arguments(p.add_argument_group("format options"), d)
+    _add_int8_lever_arguments(p.add_argument_group("when int8 loses accuracy"))
+    _add_zoo_arguments(p.add_argument_group("zoo models"))
+    return p
+
+
+def _add_contract_arguments(p: argparse._ArgumentGroup, d: ExportOptions) -> None:
+    """What the model takes, where the model does not record it (export/contract.py)."""
     p.add_argument("--input-range", metavar="0,1|0,255", help="the pixel range the model "
                    "takes, where the model does not record it (labels.json, a leading "
                    "Rescaling/Normalization layer)")
@@ -97,8 +113,10 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", metavar="S[,S,S]", help="with --input-range and --mean")
     p.add_argument("--channel-order", choices=["RGB", "BGR"], default=d.channel_order,
                    help="with --input-range: channel order the model takes (default RGB)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of a zoo model's random "
-                   f"weights (without --weights) and of the drawn images (default {d.seed})")
+
+
+def _add_format_arguments(p: argparse._ArgumentGroup, d: ExportOptions) -> None:
+    """Options that only some formats read (the table in export/formats.py)."""
     p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset})")
     p.add_argument("--nchw", action="store_true", help="ONNX input in NCHW layout")
     p.add_argument("--onnx-int8-scheme", choices=list(INT8_SCHEMES), default=None,
@@ -119,19 +137,16 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-agreement", type=float, default=d.min_agreement,
                    help=f"least top-1 agreement of int8 models with Keras (default "
                         f"{d.min_agreement})")
-    p.add_argument("--labels", metavar="FILE", help="class names: JSON list or text lines")
+
+
+def _add_int8_lever_arguments(p: argparse._ArgumentGroup) -> None:
+    """The per-layer report and float fallback (export/layer_report.py, keep_float.py)."""
     p.add_argument("--keep-float", type=_csv, default=None, metavar="LAYER,...|auto",
                    help="keep these Keras layers (e.g. conv4_block6_2_conv) in float in the "
                         "int8 ONNX and TFLite files; auto: the fewest worst layers of the "
                         "per-layer report that reach --min-agreement (not with --target npu)")
     p.add_argument("--layer-report", action="store_true", help="record in the manifest each "
                    "quantized layer's error in every int8 file (see keras-resnet-verify --layers)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help=f"threads for the runtimes (default {d.threads})")
-    p.add_argument("--json", action="store_true", help="print the manifest instead of a table")
-    _add_zoo_arguments(p.add_argument_group("zoo models"))
-    return p
 
 
 def _add_zoo_arguments(zoo: argparse._ArgumentGroup) -> None:
