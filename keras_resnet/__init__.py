@@ -13,18 +13,16 @@ import sys
 import types
 from typing import Any
 
-#: Public name -> the submodule defining it. Submodules (and Keras with them) are imported
-#: on first use, so ``keras-resnet-models`` can refuse a bad argument before TensorFlow
-#: starts and writes its start-up lines.
+from . import models as _models
+
+#: Public name -> the submodule defining it. Those submodules (and Keras with them) are
+#: imported on first use, so ``keras-resnet-models`` can refuse a bad argument before
+#: TensorFlow starts and writes its start-up lines; :mod:`keras_resnet.models` imports no
+#: Keras, and its names (every registered builder among them) are read from it.
 _SOURCES = {
     "feature_extractor": "features", "load_model": "io", "preprocess_input": "preprocessing",
     "profile": "profile", "list_weights": "pretrained", "weights_info": "pretrained",
-    **dict.fromkeys((
-        "REGISTRY", "ResNet18", "ResNet20", "ResNet32", "ResNet34", "ResNet44", "ResNet50",
-        "ResNet50V2", "ResNet56", "ResNet101", "ResNet101V2", "ResNet110", "ResNet152",
-        "ResNet152V2", "ResNet200", "ResNet1202", "ResNeXt50_32x4d", "WideResNet28_10",
-        "WideResNet50_2", "build_resnet", "create_model", "list_models", "model_info"),
-        "models"),
+    **dict.fromkeys(_models.__all__, "models"),
 }
 
 
@@ -52,10 +50,4 @@ sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "REGISTRY", "ResNet18", "ResNet20", "ResNet32", "ResNet34", "ResNet44", "ResNet50",
-    "ResNet50V2", "ResNet56", "ResNet101", "ResNet101V2", "ResNet110", "ResNet152",
-    "ResNet152V2", "ResNet200", "ResNet1202", "ResNeXt50_32x4d", "WideResNet28_10",
-    "WideResNet50_2", "build_resnet", "create_model", "feature_extractor", "list_models",
-    "list_weights", "load_model", "model_info", "preprocess_input", "profile", "weights_info",
-]
+__all__ = sorted(_SOURCES)

@@ -1,35 +1,20 @@
-"""Public builders: :func:`build_resnet`, the registry, and the named models.
+"""Public builders: :func:`build_resnet`, :func:`create_model`, and the named models.
 
-Every named builder (``ResNet50``, ``ResNet56``, ...) is a thin wrapper over
-:func:`build_resnet` and one row of :data:`REGISTRY`.
+Every named builder (``ResNet50``, ``ResNet56``, ...) is an ordinary function with
+keras.applications' arguments, registered where it is defined
+(:func:`~keras_resnet.registry.register_model`): adding a model is one decorated function.
+Keras is imported when a network is built, not when this module is.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+from .registry import REGISTRY, builder_names, list_models, lookup, model_info, register_model
+from .specs import LAYOUTS, network_spec, with_layout
 
-from . import timm_weights
-from .backbone import NetworkArgs, build_network
-from .specs import FAMILIES, LAYOUTS, NetSpec, cifar_spec, imagenet_spec, with_layout
-
-
-def _spec(depth: int, family: str, variant: str, groups: int, width_per_group: int,
-          widen_factor: int) -> NetSpec:
-    if family not in FAMILIES:
-        raise ValueError(f"family={family!r} is not one of {', '.join(map(repr, FAMILIES))}")
-    if family == "imagenet":
-        if widen_factor != 1:
-            raise ValueError("widen_factor applies to family='cifar'; ImageNet networks are "
-                             "widened with width_per_group (128 for Wide ResNet-50-2)")
-        return imagenet_spec(depth, variant, groups=groups, width_per_group=width_per_group)
-    if groups != 1 or width_per_group != 64:
-        raise ValueError("groups and width_per_group apply to family='imagenet' bottleneck "
-                         "networks; CIFAR networks take widen_factor")
-    return cifar_spec(depth, variant, widen_factor=widen_factor)
+if TYPE_CHECKING:
+    import keras
 
 
 def _layout_and_variant(depth: int, family: str, variant: str | None, layout: str | None,
@@ -38,6 +23,8 @@ def _layout_and_variant(depth: int, family: str, variant: str | None, layout: st
     v1.5 nets without conv biases; keras.applications' files are the "keras" layout."""
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {', '.join(map(repr, LAYOUTS))}")
+    from . import timm_weights
+
     if timm_weights.handles(weights):
         bottleneck = family == "imagenet" and depth >= 50
         if layout == "keras" or variant == "v2" or (variant == "v1" and bottleneck):
@@ -94,8 +81,11 @@ def build_resnet(
         include_preprocessing: put the weights' input normalisation in the model (a
             ``Rescaling`` layer), so it takes RGB pixels in [0, 255].
     """
+    from .backbone import NetworkArgs, build_network
+
     layout, variant = _layout_and_variant(depth, family, variant, layout, weights)
-    spec = with_layout(_spec(depth, family, variant, groups, width_per_group, widen_factor),
+    spec = with_layout(network_spec(depth, family, variant, groups=groups,
+                                    width_per_group=width_per_group, widen_factor=widen_factor),
                        layout)
     suffix = "v2" if variant == "v2" else ""
     return build_network(spec, NetworkArgs(
@@ -107,52 +97,6 @@ def build_resnet(
         include_preprocessing=include_preprocessing))
 
 
-#: registry name -> (builder name, depth, build_resnet options). WRN-28-10 is the
-#: CIFAR pre-activation net with n = 4 blocks a stage: depth 6n + 2 = 26 here,
-#: which Zagoruyko and Komodakis count as 28 (6n + 4, with the projections).
-REGISTRY: dict[str, tuple[str, int, dict[str, Any]]] = {
-    "resnet18": ("ResNet18", 18, {}),
-    "resnet34": ("ResNet34", 34, {}),
-    "resnet50": ("ResNet50", 50, {}),
-    "resnet101": ("ResNet101", 101, {}),
-    "resnet152": ("ResNet152", 152, {}),
-    "resnet200": ("ResNet200", 200, {}),
-    "resnet50v2": ("ResNet50V2", 50, {"variant": "v2"}),
-    "resnet101v2": ("ResNet101V2", 101, {"variant": "v2"}),
-    "resnet152v2": ("ResNet152V2", 152, {"variant": "v2"}),
-    "resnet20": ("ResNet20", 20, {"family": "cifar"}),
-    "resnet32": ("ResNet32", 32, {"family": "cifar"}),
-    "resnet44": ("ResNet44", 44, {"family": "cifar"}),
-    "resnet56": ("ResNet56", 56, {"family": "cifar"}),
-    "resnet110": ("ResNet110", 110, {"family": "cifar"}),
-    "resnet1202": ("ResNet1202", 1202, {"family": "cifar"}),
-    "resnext50_32x4d": ("ResNeXt50_32x4d", 50, {"groups": 32, "width_per_group": 4}),
-    "wide_resnet50_2": ("WideResNet50_2", 50, {"width_per_group": 128}),
-    "wide_resnet28_10": ("WideResNet28_10", 26, {"family": "cifar", "variant": "v2",
-                                                 "widen_factor": 10, "shortcut": "B"}),
-}
-
-#: Input preprocessing each family's reference weights expect (keras.applications
-#: modes: "caffe" = BGR minus the ImageNet mean, "tf" = scale to [-1, 1]).
-_PREPROCESSING = {"v1": "caffe", "v1.5": "caffe", "v2": "tf"}
-
-
-def list_models(family: str | None = None) -> list[str]:
-    """Registry names, e.g. ``["resnet18", ..., "wide_resnet28_10"]``."""
-    if family is not None and family not in FAMILIES:
-        raise ValueError(f"family={family!r} is not one of {', '.join(map(repr, FAMILIES))}")
-    return [n for n, (_, _, o) in REGISTRY.items()
-            if family is None or o.get("family", "imagenet") == family]
-
-
-def _entry(name: str) -> tuple[str, int, dict[str, Any]]:
-    key = name.lower() if isinstance(name, str) else name
-    if key not in REGISTRY:
-        close = difflib.get_close_matches(str(name).lower(), REGISTRY, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(REGISTRY)}")
-    return REGISTRY[key]
-
 
 def create_model(model_name: str, **kwargs: Any) -> keras.Model:
     """Build a registered model by name: ``create_model("resnet56", classes=100)``.
@@ -161,72 +105,211 @@ def create_model(model_name: str, **kwargs: Any) -> keras.Model:
     registry's options; ``depth`` too (``create_model("resnet20", depth=8)``: the same
     family and options at another depth, named ``resnet8``).
     """
-    _, registered, options = _entry(model_name)
-    merged = {**options, **kwargs}
-    depth = merged.pop("depth", registered)
+    entry = lookup(model_name)
+    merged = {**entry.options, **kwargs}
+    depth = merged.pop("depth", entry.depth)
     if merged.get("name") is None:
-        default = model_name.lower().replace(str(registered), str(depth), 1)
+        default = entry.name.replace(str(entry.depth), str(depth), 1)
         merged["name"] = default if merged.get("residual", True) else default.replace(
             "resnet", "plain")
     return build_resnet(depth, **merged)
 
 
-def model_info(name: str) -> dict[str, Any]:
-    """What a registered model is: family, default input shape and classes, and the
-    input preprocessing its reference weights expect ("none" for CIFAR nets,
-    whose per-pixel mean subtraction, section 4.2, belongs to the data)."""
-    builder, depth, options = _entry(name)
-    family = options.get("family", "imagenet")
-    variant = options.get("variant", "v1")
-    size, classes = (224, 1000) if family == "imagenet" else (32, 10)
-    spec = _spec(depth, family, variant, options.get("groups", 1),
-                 options.get("width_per_group", 64), options.get("widen_factor", 1))
-    return {
-        "name": name.lower(), "builder": builder, "depth": depth, "family": family,
-        "variant": variant, "input_shape": (size, size, 3), "classes": classes,
-        "min_input_size": spec.total_stride,
-        "preprocessing": _PREPROCESSING[variant] if family == "imagenet" else "none",
-    }
+def _named(registry_name: str, arguments: dict[str, Any]) -> keras.Model:
+    """A named builder's call: its keras.applications arguments (``arguments``, its
+    ``locals()``) and any further :func:`build_resnet` options in ``kwargs``."""
+    options = arguments.pop("kwargs")
+    return create_model(registry_name, **arguments, **options)
 
 
-def _named_builder(registry_name: str) -> Callable[..., keras.Model]:
-    builder_name, depth, options = REGISTRY[registry_name]
+# --- the ImageNet family: Table 1 of He et al. 2015 (ResNet-200: He et al. 2016) ---------
 
-    def builder(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+@register_model("resnet18", depth=18)
+def ResNet18(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+             input_shape: tuple | None = None, pooling: str | None = None,
+             classes: int | None = None, classifier_activation: str | None = "softmax",
+             name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-18: basic blocks 2-2-2-2, 1.8 GFLOPs (Table 1). Arguments: :func:`build_resnet`."""
+    return _named("resnet18", locals())
+
+
+@register_model("resnet34", depth=34)
+def ResNet34(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+             input_shape: tuple | None = None, pooling: str | None = None,
+             classes: int | None = None, classifier_activation: str | None = "softmax",
+             name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-34: basic blocks 3-4-6-3, 3.6 GFLOPs (Table 1). Arguments: :func:`build_resnet`."""
+    return _named("resnet34", locals())
+
+
+@register_model("resnet50", depth=50)
+def ResNet50(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+             input_shape: tuple | None = None, pooling: str | None = None,
+             classes: int | None = None, classifier_activation: str | None = "softmax",
+             name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-50: bottleneck blocks 3-4-6-3, 3.8 GFLOPs (Table 1); keras.applications'
+    ``weights="imagenet"``. Arguments: :func:`build_resnet`."""
+    return _named("resnet50", locals())
+
+
+@register_model("resnet101", depth=101)
+def ResNet101(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+              input_shape: tuple | None = None, pooling: str | None = None,
+              classes: int | None = None, classifier_activation: str | None = "softmax",
+              name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-101: bottleneck blocks 3-4-23-3, 7.6 GFLOPs (Table 1).
+    Arguments: :func:`build_resnet`."""
+    return _named("resnet101", locals())
+
+
+@register_model("resnet152", depth=152)
+def ResNet152(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+              input_shape: tuple | None = None, pooling: str | None = None,
+              classes: int | None = None, classifier_activation: str | None = "softmax",
+              name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-152: bottleneck blocks 3-8-36-3, 11.3 GFLOPs (Table 1), the paper's deepest
+    ImageNet net. Arguments: :func:`build_resnet`."""
+    return _named("resnet152", locals())
+
+
+@register_model("resnet200", depth=200)
+def ResNet200(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+              input_shape: tuple | None = None, pooling: str | None = None,
+              classes: int | None = None, classifier_activation: str | None = "softmax",
+              name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-200: bottleneck blocks 3-24-36-3 (He et al. 2016, "Identity Mappings in Deep
+    Residual Networks"). Arguments: :func:`build_resnet`."""
+    return _named("resnet200", locals())
+
+
+# --- pre-activation: He et al. 2016, as keras.applications' ResNet*V2 -------------------
+
+@register_model("resnet50v2", depth=50, variant="v2")
+def ResNet50V2(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+               input_shape: tuple | None = None, pooling: str | None = None,
+               classes: int | None = None, classifier_activation: str | None = "softmax",
+               name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-50 V2: ResNet-50 with pre-activation blocks (BN and ReLU before each conv).
+    Arguments: :func:`build_resnet`."""
+    return _named("resnet50v2", locals())
+
+
+@register_model("resnet101v2", depth=101, variant="v2")
+def ResNet101V2(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
                 input_shape: tuple | None = None, pooling: str | None = None,
                 classes: int | None = None, classifier_activation: str | None = "softmax",
                 name: str | None = None, **kwargs: Any) -> keras.Model:
-        return create_model(
-            registry_name, include_top=include_top, weights=weights, input_tensor=input_tensor,
-            input_shape=input_shape, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, name=name, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = builder_name
-    family = options.get("family", "imagenet")
-    builder.__doc__ = (
-        f"{builder_name}: {family} family, {registry_name} in the registry "
-        f"(build_resnet({depth}, {', '.join(f'{k}={v!r}' for k, v in options.items())})).\n\n"
-        "Takes keras.applications' arguments and build_resnet's options "
-        "(shortcut, residual, variant, zero_init_residual, drop_path_rate)."
-    )
-    return builder
+    """ResNet-101 V2: ResNet-101 with pre-activation blocks. Arguments: :func:`build_resnet`."""
+    return _named("resnet101v2", locals())
 
 
-ResNet18 = _named_builder("resnet18")
-ResNet34 = _named_builder("resnet34")
-ResNet50 = _named_builder("resnet50")
-ResNet101 = _named_builder("resnet101")
-ResNet152 = _named_builder("resnet152")
-ResNet200 = _named_builder("resnet200")
-ResNet50V2 = _named_builder("resnet50v2")
-ResNet101V2 = _named_builder("resnet101v2")
-ResNet152V2 = _named_builder("resnet152v2")
-ResNet20 = _named_builder("resnet20")
-ResNet32 = _named_builder("resnet32")
-ResNet44 = _named_builder("resnet44")
-ResNet56 = _named_builder("resnet56")
-ResNet110 = _named_builder("resnet110")
-ResNet1202 = _named_builder("resnet1202")
-ResNeXt50_32x4d = _named_builder("resnext50_32x4d")
-WideResNet50_2 = _named_builder("wide_resnet50_2")
-WideResNet28_10 = _named_builder("wide_resnet28_10")
+@register_model("resnet152v2", depth=152, variant="v2")
+def ResNet152V2(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+                input_shape: tuple | None = None, pooling: str | None = None,
+                classes: int | None = None, classifier_activation: str | None = "softmax",
+                name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-152 V2: ResNet-152 with pre-activation blocks. Arguments: :func:`build_resnet`."""
+    return _named("resnet152v2", locals())
+
+
+# --- the CIFAR family: section 4.2, depth 6n + 2, 32 px, 10 classes ---------------------
+
+@register_model("resnet20", depth=20, family="cifar")
+def ResNet20(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+             input_shape: tuple | None = None, pooling: str | None = None,
+             classes: int | None = None, classifier_activation: str | None = "softmax",
+             name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-20 (n = 3): 0.27 M parameters, 8.75 % CIFAR-10 error (Table 6).
+    Arguments: :func:`build_resnet`."""
+    return _named("resnet20", locals())
+
+
+@register_model("resnet32", depth=32, family="cifar")
+def ResNet32(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+             input_shape: tuple | None = None, pooling: str | None = None,
+             classes: int | None = None, classifier_activation: str | None = "softmax",
+             name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-32 (n = 5): 0.46 M parameters, 7.51 % CIFAR-10 error (Table 6).
+    Arguments: :func:`build_resnet`."""
+    return _named("resnet32", locals())
+
+
+@register_model("resnet44", depth=44, family="cifar")
+def ResNet44(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+             input_shape: tuple | None = None, pooling: str | None = None,
+             classes: int | None = None, classifier_activation: str | None = "softmax",
+             name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-44 (n = 7): 0.66 M parameters, 7.17 % CIFAR-10 error (Table 6).
+    Arguments: :func:`build_resnet`."""
+    return _named("resnet44", locals())
+
+
+@register_model("resnet56", depth=56, family="cifar")
+def ResNet56(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+             input_shape: tuple | None = None, pooling: str | None = None,
+             classes: int | None = None, classifier_activation: str | None = "softmax",
+             name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-56 (n = 9): 0.85 M parameters, 6.97 % CIFAR-10 error (Table 6).
+    Arguments: :func:`build_resnet`."""
+    return _named("resnet56", locals())
+
+
+@register_model("resnet110", depth=110, family="cifar")
+def ResNet110(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+              input_shape: tuple | None = None, pooling: str | None = None,
+              classes: int | None = None, classifier_activation: str | None = "softmax",
+              name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-110 (n = 18): 1.7 M parameters, 6.43 % CIFAR-10 error (Table 6).
+    Arguments: :func:`build_resnet`."""
+    return _named("resnet110", locals())
+
+
+@register_model("resnet1202", depth=1202, family="cifar")
+def ResNet1202(include_top: bool = True, weights: str | None = None, input_tensor: Any = None,
+               input_shape: tuple | None = None, pooling: str | None = None,
+               classes: int | None = None, classifier_activation: str | None = "softmax",
+               name: str | None = None, **kwargs: Any) -> keras.Model:
+    """ResNet-1202 (n = 200): 19.4 M parameters, 7.93 % CIFAR-10 error, worse than
+    ResNet-110 (Table 6, overfitting). Arguments: :func:`build_resnet`."""
+    return _named("resnet1202", locals())
+
+
+# --- successors: ResNeXt (Xie et al. 2017), Wide ResNet (Zagoruyko and Komodakis 2016) ---
+
+@register_model("resnext50_32x4d", depth=50, groups=32, width_per_group=4)
+def ResNeXt50_32x4d(include_top: bool = True, weights: str | None = None,
+                    input_tensor: Any = None, input_shape: tuple | None = None,
+                    pooling: str | None = None, classes: int | None = None,
+                    classifier_activation: str | None = "softmax", name: str | None = None,
+                    **kwargs: Any) -> keras.Model:
+    """ResNeXt-50 (32x4d): ResNet-50 with 32 groups of 4 channels in each 3x3
+    (Xie et al. 2017, Table 1). Arguments: :func:`build_resnet`."""
+    return _named("resnext50_32x4d", locals())
+
+
+@register_model("wide_resnet50_2", depth=50, width_per_group=128)
+def WideResNet50_2(include_top: bool = True, weights: str | None = None,
+                   input_tensor: Any = None, input_shape: tuple | None = None,
+                   pooling: str | None = None, classes: int | None = None,
+                   classifier_activation: str | None = "softmax", name: str | None = None,
+                   **kwargs: Any) -> keras.Model:
+    """Wide ResNet-50-2: ResNet-50 with twice the bottleneck width (torchvision's
+    wide_resnet50_2). Arguments: :func:`build_resnet`."""
+    return _named("wide_resnet50_2", locals())
+
+
+@register_model("wide_resnet28_10", depth=26, family="cifar", variant="v2", widen_factor=10,
+                shortcut="B")
+def WideResNet28_10(include_top: bool = True, weights: str | None = None,
+                    input_tensor: Any = None, input_shape: tuple | None = None,
+                    pooling: str | None = None, classes: int | None = None,
+                    classifier_activation: str | None = "softmax", name: str | None = None,
+                    **kwargs: Any) -> keras.Model:
+    """WRN-28-10: the CIFAR pre-activation net with n = 4 blocks a stage, 10x wider. Its
+    depth is 6n + 2 = 26 here, which Zagoruyko and Komodakis count as 28 (6n + 4, with the
+    projections). Arguments: :func:`build_resnet`."""
+    return _named("wide_resnet28_10", locals())
+
+
+__all__ = ["REGISTRY", "build_resnet", "create_model", "list_models", "model_info",
+           "register_model", *builder_names()]

@@ -134,6 +134,24 @@ def cifar_spec(depth: int, variant: str = "v1", *, widen_factor: int = 1) -> Net
                             default_shortcut="A", default_size=32, default_classes=10))
 
 
+def network_spec(depth: int, family: str = "imagenet", variant: str = "v1", *, groups: int = 1,
+                 width_per_group: int = 64, widen_factor: int = 1) -> NetSpec:
+    """The spec of ``build_resnet(depth, family=..., ...)``: the options of one family checked
+    against the other's (ImageNet nets widen with ``width_per_group``, CIFAR nets with
+    ``widen_factor``)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family={family!r} is not one of {', '.join(map(repr, FAMILIES))}")
+    if family == "imagenet":
+        if widen_factor != 1:
+            raise ValueError("widen_factor applies to family='cifar'; ImageNet networks are "
+                             "widened with width_per_group (128 for Wide ResNet-50-2)")
+        return imagenet_spec(depth, variant, groups=groups, width_per_group=width_per_group)
+    if groups != 1 or width_per_group != 64:
+        raise ValueError("groups and width_per_group apply to family='imagenet' bottleneck "
+                         "networks; CIFAR networks take widen_factor")
+    return cifar_spec(depth, variant, widen_factor=widen_factor)
+
+
 def with_layout(spec: NetSpec, layout: str) -> NetSpec:
     """``spec`` in the weight layout ``layout`` (see :data:`LAYOUTS`)."""
     if layout not in LAYOUTS:

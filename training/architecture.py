@@ -82,8 +82,8 @@ def resolve_architecture(args: Any, model: str) -> dict[str, Any]:
     from keras_resnet.models import REGISTRY
 
     _check_ranges(args)
-    _, depth, options = REGISTRY[model]
-    family = options.get("family", "imagenet")
+    entry = REGISTRY[model]
+    depth, options, family = entry.depth, entry.options, entry.family
     given = {k: getattr(args, k) for k in ("shortcut", "variant", "drop_path_rate",
                                            "widen_factor", "groups", "width_per_group")
              if getattr(args, k, None) is not None}

@@ -282,8 +282,7 @@ def check_freeze(freeze: str | None, *, model: str, weights: str | None) -> str 
 def _stage_count(model: str) -> int:
     from keras_resnet.models import REGISTRY
 
-    family = REGISTRY[model][2].get("family", "imagenet")
-    return 3 if family == "cifar" else 4
+    return 3 if REGISTRY[model].family == "cifar" else 4
 
 
 # --- loading ------------------------------------------------------------------------------
