@@ -10,8 +10,8 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from keras_resnet.hub import sha256_of
 from keras_resnet.safefiles import RefusedFile, loads_bounded, special_kind
+from keras_resnet.weights.hub import sha256_of
 
 from .errors import UsageError
 

@@ -167,34 +167,22 @@ def from_zoo(name: str, *, weights: str | None, classes: int | None, input_size:
 
 
 def weights_record(weights: str | None, model: str) -> dict[str, Any]:
-    """``--weights`` of a zoo model checked: ``path`` (what the builder takes: the local
-    file, ``"imagenet"`` or None), ``sha256`` of the file and ``timm`` (timm's layout).
-    A timm name is downloaded here (offline: one clear error naming the local-file route)."""
+    """``--weights`` of a zoo model resolved (:func:`keras_resnet.weights.resolve`) and
+    fetched: ``path`` (what the builder takes: ``"imagenet"``, a timm name or the file),
+    ``sha256`` of the file and ``timm`` (timm's layout). A timm name is downloaded here
+    (offline: one clear error naming the local-file route)."""
     if weights is None:
         return {}
-    from keras_resnet import timm_weights
-    from keras_resnet import weights as keras_weights
+    from keras_resnet.weights import fetch, flag_message, resolve
 
     try:
-        if weights == "imagenet":
-            if model not in keras_weights.IMAGENET_HASHES:
-                return {"path": "imagenet"}  # the builder names what is published
-            path = keras_weights.fetch_imagenet(model, include_top=True)
-            return {"path": "imagenet", "sha256": timm_weights.sha256_of(path)}
-        if timm_weights.is_hub_name(weights):
-            from keras_resnet.hub import download
-
-            path, digest = download(weights)
-            return {"path": weights, "sha256": digest, "timm": True}
+        record = resolve(weights, model=model)
+        if record.kind == "keras_applications" and record.known is None:
+            return {"path": "imagenet"}  # the builder names what is published
+        record = fetch(record)
     except (OSError, ValueError, ImportError) as exc:
-        raise UsageError(f"--weights {weights}: {_first_line(exc)}") from None
-    if weights.lower().endswith(timm_weights.PICKLE_SUFFIXES):
-        raise UsageError(f"--weights {weights} is a pickle-based PyTorch file, never unpickled: "
-                         "pass its safetensors form (model.safetensors, or timm/NAME)")
-    if not Path(weights).is_file():
-        raise UsageError(f"weights file {weights} not found")
-    timm = weights.lower().endswith(timm_weights.SAFETENSORS_SUFFIX)
-    return {"path": weights, "sha256": timm_weights.sha256_of(weights), "timm": timm}
+        raise UsageError(flag_message(_first_line(exc), weights)) from None
+    return {"path": record.argument, "sha256": record.sha256, "timm": record.kind == "timm"}
 
 
 def from_keras_file(path: Path) -> ModelSource:
@@ -209,7 +197,7 @@ def from_keras_file(path: Path) -> ModelSource:
     if not zipfile.is_zipfile(path):
         raise UsageError(f"model file {path} is corrupt: not a .keras (zip) archive")
     from keras_resnet.safefiles import RefusedFile
-    from keras_resnet.weights import InvalidWeights
+    from keras_resnet.weights.values import InvalidWeights
 
     try:
         model = keras_resnet.load_model(path)  # safe_mode=True, with headroom for ResNet-1202

@@ -21,7 +21,7 @@ from . import models as _models
 #: Keras, and its names (every registered builder among them) are read from it.
 _SOURCES = {
     "feature_extractor": "features", "load_model": "io", "preprocess_input": "preprocessing",
-    "profile": "profile", "list_weights": "pretrained", "weights_info": "pretrained",
+    "profile": "profile", "list_weights": "weights", "weights_info": "weights",
     **dict.fromkeys(_models.__all__, "models"),
 }
 

@@ -12,9 +12,11 @@ from typing import Any
 import keras
 from keras import layers
 
-from . import blocks, normalisation, timm_weights
-from . import weights as weights_lib
+from . import blocks
 from .specs import POOLINGS, SHORTCUTS, NetSpec
+from .weights import keras_files, normalisation, resolver, timm
+from .weights.resolver import WeightsRecord
+from .weights.values import check_values
 
 
 @contextlib.contextmanager
@@ -66,7 +68,10 @@ def _check_input_shape(spec: NetSpec, input_shape, input_tensor, include_top: bo
     return input_shape
 
 
-def _check_options(spec: NetSpec, shortcut, pooling, residual, drop_path_rate, classes):
+def _check_options(spec: NetSpec, shortcut, pooling, residual, drop_path_rate, classes,
+                   include_preprocessing):
+    if not isinstance(include_preprocessing, bool):
+        raise ValueError(f"include_preprocessing={include_preprocessing!r} must be True or False")
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut={shortcut!r} is not one of 'A', 'B', 'C' (section 3.3)")
     if pooling not in POOLINGS:
@@ -115,49 +120,72 @@ class NetworkArgs:
 def build_network(spec: NetSpec, a: NetworkArgs) -> keras.Model:
     """Build ``spec`` as a functional model; see :func:`keras_resnet.build_resnet`."""
     shortcut = spec.default_shortcut if a.shortcut is None else a.shortcut
-    _check_options(spec, shortcut, a.pooling, a.residual, a.drop_path_rate, a.classes)
-    checkpoint, classes = None, a.classes
-    if timm_weights.handles(a.weights):
-        timm_weights.check_argument(a.weights, spec=spec, model_name=a.name, shortcut=shortcut,
-                                    residual=a.residual)
-        _check_head(a.weights, a.include_top, a.classifier_activation)
-    else:
-        weights_lib.check_weights_argument(
-            a.weights, spec=spec, weights_name=a.weights_name, include_top=a.include_top,
-            classes=spec.default_classes if classes is None else classes,
-            classifier_activation=a.classifier_activation, shortcut=shortcut,
-            residual=a.residual,
-        )
+    _check_options(spec, shortcut, a.pooling, a.residual, a.drop_path_rate, a.classes,
+                   a.include_preprocessing)
+    record = resolver.resolve(a.weights, model=a.weights_name)
+    _check_weights(record, spec, a, shortcut)
     shape = _check_input_shape(spec, a.input_shape, a.input_tensor, a.include_top, a.weights,
                                a.name)
     channels = shape[-1] if channel_axis() == -1 else shape[0]
-    normalise = normalisation.check(a.include_preprocessing, a.weights, spec, a.weights_name,
-                                    channels=channels)
-    if timm_weights.handles(a.weights):  # after every cheap check: this may download
-        checkpoint = timm_weights.open_checkpoint(a.weights)
-        classes = timm_weights.check_fits(checkpoint, spec=spec, model_name=a.name,
-                                          include_top=a.include_top, classes=classes,
-                                          channels=channels)
-        normalise = normalisation.check(a.include_preprocessing, checkpoint, spec,
-                                        a.weights_name, channels=channels)
+    checkpoint, classes = None, a.classes
+    if record is not None and record.kind == "timm":  # after every cheap check: may download
+        record = resolver.fetch(record)
+        checkpoint = timm.open_checkpoint(record)
+        classes = timm.check_fits(checkpoint, spec=spec, model_name=a.name,
+                                  include_top=a.include_top, classes=classes, channels=channels)
+    normalise = normalisation.check(a.include_preprocessing, record, channels=channels)
     classes = spec.default_classes if classes is None else classes
 
     inputs, img = _inputs(shape, a.input_tensor)
     if normalise is not None:
-        img = normalisation.layer(*normalise, axis=channel_axis())(img)
+        img = _rescaling(*normalise, axis=channel_axis())(img)
     opts = blocks.BlockOptions(spec, shortcut, a.residual, a.zero_init_residual, channel_axis())
     x = blocks.stages(blocks.stem(img, opts), opts, a.drop_path_rate)
     x = _head(x, a.include_top, a.pooling, classes, a.classifier_activation)
     with recursion_headroom():
         model = keras.Model(inputs, x, name=a.name)
-    if checkpoint is not None:
-        timm_weights.load_into(model, checkpoint, include_top=a.include_top)
-    elif a.weights is not None:
-        weights_lib.load_into(model, a.weights, weights_name=a.weights_name,
-                              include_top=a.include_top)
-    if a.weights is not None:
-        weights_lib.check_values(model, f"weights={a.weights!r}")
+    if record is not None:
+        _load(model, record, checkpoint, a.include_top)
+        check_values(model, f"weights={a.weights!r}")
     return model
+
+
+def _check_weights(record: WeightsRecord | None, spec: NetSpec, a: NetworkArgs,
+                   shortcut: str) -> None:
+    """Resolved weights against the network to build, before anything is downloaded."""
+    if record is None:
+        return
+    if record.kind == "timm":
+        timm.check_argument(record.argument, spec=spec, model_name=a.name, shortcut=shortcut,
+                            residual=a.residual)
+        _check_head(record.argument, a.include_top, a.classifier_activation)
+    elif record.kind == "keras_applications":
+        keras_files.check_imagenet(
+            spec=spec, weights_name=a.weights_name, include_top=a.include_top,
+            classes=spec.default_classes if a.classes is None else a.classes,
+            classifier_activation=a.classifier_activation, shortcut=shortcut,
+            residual=a.residual)
+
+
+def _load(model: keras.Model, record: WeightsRecord, checkpoint: timm.Checkpoint | None,
+          include_top: bool) -> None:
+    """The loader of the weights' kind."""
+    if checkpoint is not None:
+        timm.load_into(model, checkpoint, include_top=include_top)
+    elif record.kind == "keras_applications":
+        keras_files.load_legacy_h5(model, keras_files.fetch_imagenet(record.known.model,
+                                                                     include_top))
+    else:
+        keras_files.load_file(model, record.path)
+
+
+def _rescaling(scale, offset, *, axis: int) -> layers.Layer:
+    """The weights' normalisation as a ``Rescaling`` layer named ``preprocessing`` that
+    broadcasts over ``axis``."""
+    if axis == 1:  # channels_first: one value per channel, broadcast over (H, W)
+        scale = [[[s]] for s in scale]
+        offset = [[[o]] for o in offset]
+    return layers.Rescaling(scale=list(scale), offset=list(offset), name="preprocessing")
 
 
 def _head(x: Any, include_top: bool, pooling: str | None, classes: int,

@@ -9,7 +9,7 @@ import keras
 
 from .backbone import recursion_headroom
 from .safefiles import RefusedFile, check_archive, check_regular
-from .weights import check_values
+from .weights.values import check_values
 
 
 def load_model(path: str | os.PathLike, *, compile: bool = False) -> keras.Model:

@@ -23,14 +23,14 @@ def _layout_and_variant(depth: int, family: str, variant: str | None, layout: st
     v1.5 nets without conv biases; keras.applications' files are the "keras" layout."""
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {', '.join(map(repr, LAYOUTS))}")
-    from . import timm_weights
+    from .weights import timm
 
-    if timm_weights.handles(weights):
+    if timm.handles(weights):
         bottleneck = family == "imagenet" and depth >= 50
         if layout == "keras" or variant == "v2" or (variant == "v1" and bottleneck):
             asked = ", ".join(f"{k}={v!r}" for k, v in (("variant", variant), ("layout", layout))
                               if v is not None)
-            raise ValueError(f"weights={weights!r} hold a {timm_weights.TORCH_LAYOUT} network, "
+            raise ValueError(f"weights={weights!r} hold a {timm.TORCH_LAYOUT} network, "
                              f"but {asked} was asked: leave variant and layout unset")
         return "torch", "v1.5"
     if weights == "imagenet" and layout == "torch":

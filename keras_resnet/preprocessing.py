@@ -38,9 +38,9 @@ def preprocess_input(x, mode: str = "caffe", *, weights: Any = None,
 
 
 def _by_weights(x, weights: Any, data_format: str):
-    from . import normalisation, pretrained
+    from .weights import normalisation, table
 
-    info = pretrained.find(weights) if isinstance(weights, str) else None
+    info = table.find(weights) if isinstance(weights, str) else None
     if info is not None and info.preprocessing == "caffe":
         return imagenet_utils.preprocess_input(x, data_format=data_format, mode="caffe")
     scale, offset = normalisation.affine_for(weights)

@@ -14,7 +14,7 @@ SHORTCUTS = ("A", "B", "C")
 POOLINGS = (None, "avg", "max")
 #: Weight layouts: "keras" is keras.applications' (conv biases in the ImageNet family,
 #: BN epsilon 1.001e-5); "torch" is torchvision's and timm's (no conv biases, BN epsilon
-#: 1e-5, PyTorch's default), whose checkpoints :mod:`keras_resnet.timm_weights` loads.
+#: 1e-5, PyTorch's default), whose checkpoints :mod:`keras_resnet.weights.timm` loads.
 LAYOUTS = ("keras", "torch")
 KERAS_BN_EPSILON = 1.001e-5
 TORCH_BN_EPSILON = 1e-5

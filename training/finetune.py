@@ -35,7 +35,6 @@ from keras_resnet.training.errors import UsageError
 #: --freeze values: the stem, up to stage N (stem included) or everything but the classifier.
 FREEZE_CHOICES = ("none", "stem", "stage1", "stage2", "stage3", "stage4", "backbone")
 HEAD = "predictions"
-KERAS_SUFFIXES = (".keras", ".weights.h5", ".h5", ".hdf5")
 #: keras.applications' V1 files take Caffe's input: BGR minus these means (RGB order here).
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 
@@ -115,125 +114,86 @@ def recorded_weights(model_dir: str | os.PathLike) -> dict[str, str] | None:
 
 def resolve_weights(argument: str, *, model: str, input_size: int,
                     recorded: dict[str, str] | None = None) -> WeightsRef:
-    """Check ``--weights`` and find its file and digest; UsageError naming the argument.
+    """Check ``--weights`` and find its file and digest (:func:`keras_resnet.weights.resolve`
+    and :func:`~keras_resnet.weights.fetch`); UsageError naming the argument.
 
     A hub name already recorded by the run being resumed (``recorded``) is not downloaded
     again: its recorded digest stands for it.
     """
-    from keras_resnet import timm_weights
+    from keras_resnet import weights
 
     try:
-        if argument == "imagenet":
-            return _imagenet(model, recorded)
-        if timm_weights.is_hub_name(argument):
-            return _timm(argument, None, recorded, model)
-        path = Path(os.path.expanduser(argument))
-        if path.is_dir():
-            return _run_dir(path, model, input_size)
-        return _file(path, argument, model, input_size)
+        record = weights.resolve(argument, model=model)
+        if record.kind == "keras_applications" and record.known is None:
+            record = weights.resolve(_timm_for_imagenet(model), model=model)
+        _check_cheaply(record, model, input_size)
+        record = weights.fetch(record, recorded=recorded)
+        if record.kind == "timm" and record.path:
+            from keras_resnet.weights import timm
+
+            _check_timm_model(record.argument, timm.open_checkpoint(record).arch, model)
+        return _ref(record, model, input_size)
     except UsageError:
         raise
     except (ValueError, OSError, ImportError) as exc:
-        raise UsageError(f"--weights {argument}: {_as_flag(_first_line(exc))}") from None
+        raise UsageError(_as_flag(_first_line(exc), argument)) from None
 
 
-def _as_flag(message: str) -> str:
+def _as_flag(message: str, argument: str) -> str:
     """The zoo's message in the trainer's terms: ``--weights X`` where it says ``weights='X'``."""
-    message = re.sub(r"^weights='[^']*': ", "", message)
-    return re.sub(r"pass weights='([^']*)'", r"pass --weights \1", message)
+    from keras_resnet.weights import flag_message
+
+    return flag_message(re.sub(r"pass weights='([^']*)'", r"pass --weights \1", message),
+                        argument)
 
 
-def _imagenet(model: str, recorded: dict[str, str] | None) -> WeightsRef:
-    from keras_resnet import normalisation, pretrained, weights
+def _timm_for_imagenet(model: str) -> str:
+    """``--weights imagenet`` where keras.applications publishes nothing for ``model``:
+    the first timm weights the table knows for it."""
+    from keras_resnet.weights import table
 
-    if model in weights.IMAGENET_HASHES:
-        source = f"imagenet:{model}"
-        if recorded and recorded.get("source") == source:
-            path, digest = "", recorded["sha256"]
-        else:
-            from keras_resnet.timm_weights import sha256_of
-
-            path = weights.fetch_imagenet(model, include_top=True)
-            digest = sha256_of(path)
-        info = pretrained.find(source)
-        if info.preprocessing == "caffe":
-            return WeightsRef(source, "keras_applications", path, digest, {},
-                              "per_channel_standardize", CAFFE_MEAN_RGB, (1.0, 1.0, 1.0), True)
-        scale, offset = normalisation.affine_for("imagenet", model=model)
-        mean, std = _mean_std(scale, offset)
-        return WeightsRef(source, "keras_applications", path, digest, {},
-                          "per_channel_standardize", mean, std)
-    timm = [n for n in pretrained.list_weights(model) if n.startswith("timm/")]
+    timm = [n for n in table.list_weights(model) if n.startswith("timm/")]
     if not timm:
+        known = ", ".join(sorted({i.model for i in table.KNOWN_WEIGHTS}))
         raise UsageError(f"--weights imagenet: no ImageNet weights are known for {model} "
-                         f"(known: {', '.join(sorted({i.model for i in pretrained.KNOWN_WEIGHTS}))}); "
-                         "pass a weights file or another run's model dir")
-    return _timm(timm[0], None, recorded, model)
+                         f"(known: {known}); pass a weights file or another run's model dir")
+    return timm[0]
 
 
-def _mean_std(scale, offset) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The affine map ``x * scale + offset`` as ``(x - mean) / std``."""
-    return (tuple(-o / s for s, o in zip(scale, offset, strict=True)),
-            tuple(1.0 / s for s in scale))
+def _check_cheaply(record: Any, model: str, input_size: int) -> None:
+    """Before any download: timm weights by their name, a run's model by its config."""
+    from keras_resnet.weights import timm
+
+    if record.is_hub_name:
+        _check_timm_model(record.argument, timm.architecture_of_name(record.argument), model)
+    if record.kind == "keras":
+        _run_preprocessing(Path(record.path), model, input_size)
 
 
 def _check_timm_model(source: str, arch: Any, model: str) -> None:
     """timm weights fit the zoo model of the same architecture only (cheap: by name)."""
-    from keras_resnet import timm_weights
+    from keras_resnet.weights import timm
 
-    if timm_weights.ARCHITECTURES.get(model) != (arch.depth, arch.groups, arch.width_per_group):
+    if timm.parse_architecture(model) != arch:
         raise UsageError(f"--weights {source} hold {arch.describe()}, but --model is {model}: "
                          f"use --model {arch.name}")
 
 
-def _timm(source: str, path: Path | None, recorded: dict[str, str] | None,
-          model: str) -> WeightsRef:
-    from keras_resnet import normalisation, timm_weights
+def _ref(record: Any, model: str, input_size: int) -> WeightsRef:
+    """The trainer's view of fetched weights: the layout they dictate and the input
+    normalisation they expect."""
+    from keras_resnet.weights.normalisation import affine, mean_std
 
-    layout = {"layout": "torch", "variant": "v1.5"}
-    if path is None:
-        _check_timm_model(source, timm_weights.architecture_of_name(source), model)
-    if path is None and recorded and recorded.get("source") == source:
-        info_affine = normalisation.affine_for(source)
-        mean, std = _mean_std(*info_affine)
-        return WeightsRef(source, "timm", "", recorded["sha256"], layout,
-                          "per_channel_standardize", mean, std)
-    ckpt = timm_weights.open_checkpoint(str(path) if path is not None else source)
-    _check_timm_model(source, ckpt.arch, model)
-    mean, std = _mean_std(*normalisation.affine_for(ckpt))
-    return WeightsRef(source if path is None else str(path.resolve()), "timm", ckpt.path,
-                      ckpt.sha256, layout, "per_channel_standardize", mean, std)
-
-
-def _run_dir(path: Path, model: str, input_size: int) -> WeightsRef:
-    keras_file = path / "model.keras"
-    if not keras_file.is_file():
-        raise UsageError(f"--weights {path}: a folder must be a keras-resnet-train model dir "
-                         "with a model.keras (this one has none)")
-    return _file(keras_file, str(path), model, input_size)
-
-
-def _file(path: Path, argument: str, model: str, input_size: int) -> WeightsRef:
-    from keras_resnet import timm_weights
-    from keras_resnet.safefiles import check_regular
-
-    name = path.name.lower()
-    if name.endswith(timm_weights.PICKLE_SUFFIXES):
-        raise UsageError(f"--weights {argument} is a pickle-based PyTorch file, which is never "
-                         "unpickled (it can run code): pass its safetensors form (a hub name "
-                         "such as timm/resnet50.a1_in1k, or model.safetensors)")
-    check_regular(path, "weights file")
-    if not path.is_file():
-        raise UsageError(f"--weights {argument}: no such file or model dir")
-    if name.endswith(timm_weights.SAFETENSORS_SUFFIX):
-        return _timm(argument, path, None, model)
-    if not name.endswith(KERAS_SUFFIXES):
-        raise UsageError(f"--weights {argument}: expected imagenet, timm/NAME, a .safetensors, "
-                         ".keras, .weights.h5 or .h5 file, or another run's model dir")
-    digest = timm_weights.sha256_of(str(path))
-    kind = "keras" if name.endswith(".keras") else "h5"
-    preprocessing = _run_preprocessing(path, model, input_size) if kind == "keras" else None
-    return WeightsRef(str(path.resolve()), kind, str(path), digest, {}, preprocessing)
+    args = (record.source, record.kind, record.path, record.sha256)
+    if record.kind == "keras_applications" and record.known.preprocessing == "caffe":
+        return WeightsRef(*args, {}, "per_channel_standardize", CAFFE_MEAN_RGB, (1.0,) * 3,
+                          True)
+    if record.kind in ("keras_applications", "timm"):
+        layout = {"layout": "torch", "variant": "v1.5"} if record.kind == "timm" else {}
+        return WeightsRef(*args, layout, "per_channel_standardize", *mean_std(*affine(record)))
+    preprocessing = (_run_preprocessing(Path(record.path), model, input_size)
+                     if record.kind == "keras" else None)
+    return WeightsRef(*args, {}, preprocessing)
 
 
 def _run_preprocessing(path: Path, model: str, input_size: int) -> str | None:
@@ -332,7 +292,7 @@ def load_source(ref: WeightsRef, *, model: str, architecture: dict[str, Any],
     import keras
 
     from keras_resnet.safefiles import RefusedFile
-    from keras_resnet.weights import InvalidWeights
+    from keras_resnet.weights.values import InvalidWeights
 
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
@@ -362,10 +322,9 @@ def _load(ref: WeightsRef, model: str, arch: dict[str, Any], size: int) -> Pretr
         classes = network.get_layer(HEAD).units if HEAD in _names(network) else None
         return Pretrained(ref, network, classes, labels, mean, std)
     if ref.kind == "timm":
-        from keras_resnet import timm_weights
+        from keras_resnet.weights import timm
 
-        classes = timm_weights.infer_architecture(
-            timm_weights.read_shapes(ref.path, ref.source), ref.source)[2]
+        classes = timm.infer_architecture(timm.read_shapes(ref.path, ref.source), ref.source)[2]
         net = _build(model, arch, size, classes, ref.path)
     elif ref.kind == "keras_applications":
         classes = 1000

@@ -24,7 +24,7 @@ def _write_timm_checkpoint(folder: Path, arch: str, classes: int) -> Path:
 
 
 def test_safetensors_weights_are_loaded_and_recorded_with_their_digest(tmp_path) -> None:
-    from keras_resnet.timm_weights import sha256_of
+    from keras_resnet.weights.hub import sha256_of
 
     path = _write_timm_checkpoint(tmp_path / "r18", "resnet18", classes=10)
     source = from_zoo("resnet18", weights=str(path), classes=10, input_size=32, builder={})

@@ -140,7 +140,7 @@ def test_zoo_never_imports_tensorflow(tmp_path, timm_checkpoint):
     # file, which other tests of this process do. One process for building, profiling,
     # features, and loading timm weights with their preprocessing.
     r18 = timm_checkpoint(tmp_path / "r18", "resnet18", classes=10)
-    code = ("import sys, numpy as np, keras_resnet as kr; from keras_resnet import hub; "
+    code = ("import sys, numpy as np, keras_resnet as kr; from keras_resnet.weights import hub; "
             "kr.ResNet20(); kr.profile(kr.ResNet18()); "
             "kr.feature_extractor(kr.ResNet18(include_top=False)); "
             f"m = kr.ResNet18(weights={str(r18)!r}, input_shape=(32, 32, 3), "

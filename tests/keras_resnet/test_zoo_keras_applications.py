@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_resnet as kr
-from keras_resnet import weights as weights_lib
+from keras_resnet.weights import keras_files
 
 # 101 and 101V2 differ from these only in stage 4's block count (same stage code), so the
 # shallowest and deepest of each family stand for them and keep the run short.
@@ -46,7 +46,7 @@ def test_keras_applications_weight_files_load_and_match(apps_name, ours, tmp_pat
     for path in (legacy, modern):
         if path == modern:
             randomize(model, seed=7)  # forget the legacy file's values first
-            weights_lib.load_into(model, str(path), weights_name=None, include_top=True)
+            keras_files.load_file(model, str(path))
         got = keras.ops.convert_to_numpy(model(x))
         assert np.max(np.abs(got - expected)) < 1e-4 * max(1.0, np.max(np.abs(expected)))
         probs = keras.ops.convert_to_numpy(keras.ops.softmax(got))
@@ -111,7 +111,7 @@ def test_imagenet_fetches_published_file_with_its_hash(tmp_path, monkeypatch, im
     monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
     model = kr.ResNet50V2(weights="imagenet")
     fname = "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5"
-    assert calls == [(fname, weights_lib.BASE_URL + fname, "models",
+    assert calls == [(fname, keras_files.BASE_URL + fname, "models",
                       "3ef43a0b657b3be2300d5770ece849e0")]
     x = images(1, 224)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)),

@@ -152,7 +152,7 @@ def test_hub_download_caches_checks_the_digest_and_leaves_nothing_partial(r18, f
         kr.ResNet18(weights="timm/resnet18.a1_in1k")
     assert not _cached_files(tmp_path)
     fake_hub(files)
-    from keras_resnet import hub
+    from keras_resnet.weights import hub
 
     path, digest = hub.download("timm/resnet18.a1_in1k")
     assert digest == __import__("hashlib").sha256(body).hexdigest()

@@ -189,7 +189,7 @@ def test_timm_weights_bring_their_layout_and_normalisation(tmp_path) -> None:
     assert ref.architecture == {"layout": "torch", "variant": "v1.5"}
     np.testing.assert_allclose(ref.mean, (0.485 * 255, 0.456 * 255, 0.406 * 255), rtol=1e-6)
     np.testing.assert_allclose(ref.std, (0.229 * 255, 0.224 * 255, 0.225 * 255), rtol=1e-6)
-    from keras_resnet.timm_weights import sha256_of
+    from keras_resnet.weights.hub import sha256_of
 
     assert ref.identity() == {"source": str(path.resolve()), "sha256": sha256_of(str(path))}
 
@@ -264,7 +264,7 @@ def test_keras_applications_caffe_weights_take_rgb_pixels(tmp_path, monkeypatch)
     from keras_resnet.training.architecture import BUILDER_DEFAULTS
 
     import keras_resnet
-    from keras_resnet import weights as keras_weights
+    from keras_resnet.weights import keras_files
 
     zoo = _zoo_conftest()
     original = keras_resnet.create_model("resnet50", input_shape=(32, 32, 3),
@@ -272,7 +272,7 @@ def test_keras_applications_caffe_weights_take_rgb_pixels(tmp_path, monkeypatch)
     zoo.randomize(original)
     path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
     zoo.save_legacy_h5(original, path)
-    monkeypatch.setattr(keras_weights, "fetch_imagenet", lambda name, include_top: str(path))
+    monkeypatch.setattr(keras_files, "fetch_imagenet", lambda name, include_top: str(path))
     ref = finetune.resolve_weights("imagenet", model="resnet50", input_size=32)
     assert ref.caffe_bgr and ref.source == "imagenet:resnet50" and ref.std == (1.0, 1.0, 1.0)
     pre = finetune.load_source(ref, model="resnet50", input_size=32,

@@ -20,29 +20,26 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .hub import CONFIG_FILE, download, sha256_of
-from .safefiles import check_regular
-from .specs import IMAGENET_LAYOUTS, NetSpec
+from ..specs import IMAGENET_LAYOUTS, NetSpec
+from .hub import CONFIG_FILE
+
+if TYPE_CHECKING:
+    from .resolver import WeightsRecord
 
 HUB_PREFIX = "timm/"
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 #: Bookkeeping buffers of PyTorch's BatchNorm with no counterpart in Keras: consumed, not loaded.
 IGNORED_SUFFIXES = (".num_batches_tracked",)
-#: timm architecture name -> (depth, groups, width_per_group), as build_resnet takes them.
-ARCHITECTURES: dict[str, tuple[int, int, int]] = {
-    **{f"resnet{d}": (d, 1, 64) for d in IMAGENET_LAYOUTS},
-    "resnext50_32x4d": (50, 32, 4),
-    "resnext101_32x4d": (101, 32, 4),
-    "resnext101_32x8d": (101, 32, 8),
-    "resnext101_64x4d": (101, 64, 4),
-    "wide_resnet50_2": (50, 1, 128),
-    "wide_resnet101_2": (101, 1, 128),
-}
+#: timm's names of the plain ResNet architectures (torchvision's): ``resnet50``,
+#: ``resnext101_32x8d``, ``wide_resnet50_2``; the depth is one of Table 1.
+_ARCH_NAME = re.compile(r"^(?:resnet(\d+)|resnext(\d+)_(\d+)x(\d+)d|wide_resnet(\d+)_2)$")
+ARCHITECTURE_NAMES = ("resnet<depth>, resnext<depth>_<groups>x<width>d or wide_resnet<depth>_2 "
+                      f"(depth {', '.join(map(str, IMAGENET_LAYOUTS))})")
 TORCH_LAYOUT = ("variant='v1.5', layout='torch' (timm/torchvision: stride on the 3x3, "
                 "no conv biases, BN epsilon 1e-5)")
 
@@ -57,14 +54,32 @@ class Arch:
 
     @property
     def name(self) -> str:
-        for name, key in ARCHITECTURES.items():
-            if key == (self.depth, self.groups, self.width_per_group):
-                return name
-        return f"resnet{self.depth} (groups {self.groups}, width {self.width_per_group})"
+        """timm's name of the architecture (which is also the zoo's registry name)."""
+        if self.groups != 1:
+            return f"resnext{self.depth}_{self.groups}x{self.width_per_group}d"
+        if self.width_per_group == 128:
+            return f"wide_resnet{self.depth}_2"
+        if self.width_per_group == 64:
+            return f"resnet{self.depth}"
+        return f"resnet{self.depth} (width {self.width_per_group})"
 
     def describe(self) -> str:
         block, blocks = IMAGENET_LAYOUTS[self.depth]
         return f"{self.name} ({block} blocks {'-'.join(map(str, blocks))})"
+
+
+def parse_architecture(name: str) -> Arch | None:
+    """The architecture timm (and the registry) call ``name``, or ``None``."""
+    match = _ARCH_NAME.match(name)
+    if not match:
+        return None
+    plain, resnext, groups, width, wide = match.groups()
+    depth = int(plain or resnext or wide)
+    if depth not in IMAGENET_LAYOUTS or (not plain and depth < 50):
+        return None  # a grouped or widened net has bottleneck blocks (depth 50 and more)
+    if resnext:
+        return Arch(depth, int(groups), int(width))
+    return Arch(depth, 1, 128 if wide else 64)
 
 
 @dataclass(frozen=True)
@@ -98,12 +113,12 @@ def is_hub_name(weights: Any) -> bool:
 def architecture_of_name(name: str) -> Arch:
     """``"timm/resnet50.a1_in1k"`` -> the resnet50 architecture, or a clear error."""
     repo = name[len(HUB_PREFIX):]
-    arch = repo.split(".", 1)[0]
-    if not repo or "/" in repo or arch not in ARCHITECTURES:
+    arch = parse_architecture(repo.split(".", 1)[0])
+    if not repo or "/" in repo or arch is None:
         raise ValueError(f"weights={name!r}: expected 'timm/<architecture>.<tag>' with an "
-                         f"architecture in {', '.join(ARCHITECTURES)} (for example "
+                         f"architecture {ARCHITECTURE_NAMES} (for example "
                          "'timm/resnet50.a1_in1k'); keras_resnet.list_weights() lists known ones")
-    return Arch(*ARCHITECTURES[arch])
+    return arch
 
 
 def spec_architecture(spec: NetSpec) -> Arch | None:
@@ -119,29 +134,29 @@ def _depth(spec: NetSpec) -> int:
     return spec.depth
 
 
-def check_argument(weights: Any, *, spec: NetSpec, model_name: str, shortcut: str,
+def check_argument(source: str, *, spec: NetSpec, model_name: str, shortcut: str,
                    residual: bool) -> None:
-    """Cheap checks, before anything is built or downloaded."""
-    text = os.fspath(weights)
+    """Cheap checks of resolved timm weights against the network, before anything is built
+    or downloaded."""
+    ours = spec_architecture(spec)
+    if ours is None or spec.variant != "v1.5" or spec.layout != "torch":
+        raise ValueError(f"weights={source!r} hold a {TORCH_LAYOUT} network; {model_name} is "
+                         f"{_describe_spec(spec)}")
+    if shortcut != "B" or not residual:
+        raise ValueError(f"weights={source!r} need shortcut='B' and residual=True (timm's "
+                         f"projection shortcuts); got shortcut={shortcut!r}, residual={residual}")
+    if is_hub_name(source):
+        _check_same(source, architecture_of_name(source), ours, model_name)
+
+
+def refuse_pickle(text: str) -> None:
+    """A pickle-based PyTorch file is never opened: it can run code when unpickled."""
     if text.lower().endswith(PICKLE_SUFFIXES):
         raise ValueError(
             f"weights={text!r} is a pickle-based PyTorch file, which keras_resnet never "
             "unpickles (it can run code). Pass the safetensors form instead: a hub name such "
             "as 'timm/resnet50.a1_in1k', or a local model.safetensors (in PyTorch: "
             "safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))")
-    if not is_hub_name(text):
-        check_regular(text, "weights file")
-    if not is_hub_name(text) and not os.path.isfile(text):
-        raise FileNotFoundError(f"weights={text!r}: no such file")
-    ours = spec_architecture(spec)
-    if ours is None or spec.variant != "v1.5" or spec.layout != "torch":
-        raise ValueError(f"weights={text!r} hold a {TORCH_LAYOUT} network; {model_name} is "
-                         f"{_describe_spec(spec)}")
-    if shortcut != "B" or not residual:
-        raise ValueError(f"weights={text!r} need shortcut='B' and residual=True (timm's "
-                         f"projection shortcuts); got shortcut={shortcut!r}, residual={residual}")
-    if is_hub_name(text):
-        _check_same(text, architecture_of_name(text), ours, model_name)
 
 
 def _describe_spec(spec: NetSpec) -> str:
@@ -211,7 +226,7 @@ def infer_architecture(shapes: dict[str, tuple[int, ...]], source: str
         stem = "a deep stem (conv1.0.weight: timm's resnet*d/*t)" if "conv1.0.weight" in shapes \
             else "no conv1.weight"
         raise ValueError(f"weights={source!r} is not a plain timm/torchvision ResNet: it has "
-                         f"{stem}; supported: {', '.join(ARCHITECTURES)}")
+                         f"{stem}; supported: {ARCHITECTURE_NAMES}")
     biases = sorted(k for k in shapes if re.search(r"(^|\.)(conv\d|downsample\.0)\.bias$", k))
     if biases or shapes["conv1.weight"][2:] != (7, 7):
         raise ValueError(f"weights={source!r} is not a timm/torchvision ResNet "
@@ -246,22 +261,17 @@ def read_config_beside(path: str) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def open_checkpoint(weights: Any) -> Checkpoint:
-    """Resolve ``weights`` to a local file (downloading a hub name) and read its header."""
-    source = os.fspath(weights)
-    if is_hub_name(source):
-        path, digest = download(source)
-    else:
-        path, digest = source, sha256_of(source)
-    shapes = read_shapes(path, source)
+def open_checkpoint(record: WeightsRecord) -> Checkpoint:
+    """Read the header of fetched timm weights (:func:`keras_resnet.weights.fetch`)."""
+    source = record.argument
+    shapes = read_shapes(record.path, source)
     arch, in_channels, classes = infer_architecture(shapes, source)
-    config = read_config_beside(path)
-    named = config.get("architecture")
-    if named is not None and ARCHITECTURES.get(named) != (
-            arch.depth, arch.groups, arch.width_per_group):
+    named = record.config.get("architecture")
+    if named is not None and parse_architecture(str(named)) != arch:
         raise ValueError(f"weights={source!r}: config.json names architecture {named!r}, but "
                          f"the tensors hold {arch.describe()}")
-    return Checkpoint(source, path, digest, shapes, arch, in_channels, classes, config)
+    return Checkpoint(source, record.path, record.sha256, shapes, arch, in_channels, classes,
+                      record.config)
 
 
 def normalisation(ckpt_or_config: Checkpoint | dict) -> tuple[tuple, tuple] | None:
@@ -363,7 +373,7 @@ def load_into(model, ckpt: Checkpoint, *, include_top: bool) -> None:
 
 def _check_tensor(value: np.ndarray, name: str, path: str) -> None:
     """A tensor of the file finite, and a batch norm's ``running_var`` non-negative."""
-    from .weights import InvalidWeights
+    from .values import InvalidWeights
 
     if not np.isfinite(value).all():
         raise InvalidWeights(f"weights={path!r}: tensor {name} has "

@@ -1,5 +1,6 @@
-"""The table of known pretrained weights: where they come from, which network they
-fit, how their inputs must be prepared, and the top-1 their publishers report.
+"""The one table of known pretrained weights: where they come from, which network they
+fit, their layout, how their inputs must be prepared, the digest their publisher gives
+and the top-1 it reports.
 
 ``keras_resnet.list_weights()`` lists the names, ``keras_resnet.weights_info(name)``
 gives one row. Every name is a valid ``weights=`` argument of the matching builder.
@@ -19,7 +20,7 @@ class WeightsInfo:
 
     Attributes:
         name: the ``weights=`` argument (``"imagenet"`` rows also name their model).
-        model: the registry name of the network they fit.
+        model: the registry name of the network they fit (their architecture).
         source: who trained and publishes them.
         layout: ``"torch"`` (torchvision/timm: no conv biases, stride on the 3x3,
             BN epsilon 1e-5) or ``"keras"`` (keras.applications).
@@ -32,6 +33,9 @@ class WeightsInfo:
             short side to ``input_size / crop_fraction``, then crop).
         top1: published ImageNet-1k validation top-1 (%) at ``input_size``.
         classes: classes of the classifier (ImageNet-1k).
+        digests: the publisher's digests of its files: keras.applications' MD5 of the
+            file with and without the classifier (top, notop); empty for timm's, whose
+            SHA-256 the hub publishes beside each file (checked at download).
     """
 
     name: str
@@ -46,6 +50,7 @@ class WeightsInfo:
     crop_fraction: float | None
     top1: float
     classes: int = 1000
+    digests: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,9 +68,22 @@ def _torchvision(model: str, top1: float) -> WeightsInfo:
                        224, IMAGENET_MEAN, IMAGENET_STD, "torch", "bilinear", 0.875, top1)
 
 
+#: The digest column of keras.applications' rows: the MD5 of each file with and without
+#: the classifier (top, notop), as keras.applications publishes them.
+_KERAS_MD5 = {
+    "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    "resnet101": ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    "resnet152": ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+    "resnet50v2": ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
+    "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
+    "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
+}
+
+
 def _keras(model: str, preprocessing: str, top1: float) -> WeightsInfo:
+    """keras.applications' files, with the MD5 digests it publishes for them."""
     return WeightsInfo("imagenet", model, "keras.applications", "keras", 224, None, None,
-                       preprocessing, "bilinear", None, top1)
+                       preprocessing, "bilinear", None, top1, digests=_KERAS_MD5[model])
 
 
 #: Top-1: timm's results table and torchvision's model documentation (224 px),
@@ -110,6 +128,17 @@ def find(name: str) -> WeightsInfo | None:
         if _key(info) == name:
             return info
     return None
+
+
+def imagenet_row(model: str | None) -> WeightsInfo | None:
+    """keras.applications' row for ``model`` (``weights="imagenet"``), or ``None`` where it
+    publishes no file for that model."""
+    return find(f"imagenet:{model}") if model else None
+
+
+def published_imagenet_models() -> list[str]:
+    """The models keras.applications publishes ImageNet files for."""
+    return [w.model for w in KNOWN_WEIGHTS if w.name == "imagenet"]
 
 
 def weights_info(name: str) -> dict:

@@ -1,4 +1,4 @@
-"""Weights: keras.applications' published ImageNet files and local weight files.
+"""Keras weight files: keras.applications' published ImageNet files and local ones.
 
 Accepted files:
 
@@ -13,7 +13,6 @@ Nothing is unpickled; HDF5 is read as plain arrays.
 
 from __future__ import annotations
 
-import os
 import warnings
 import zipfile
 from typing import Any
@@ -21,61 +20,17 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .safefiles import check_archive, check_regular
-from .specs import NetSpec
+from ..safefiles import check_archive
+from ..specs import NetSpec
+from .table import imagenet_row, published_imagenet_models
 
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-#: keras.applications' published digests of its ResNet files (top, notop). They
-#: are MD5 digests: that is what keras.applications publishes for these files.
-IMAGENET_HASHES: dict[str, tuple[str, str]] = {
-    "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
-    "resnet101": ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
-    "resnet152": ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
-    "resnet50v2": ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
-    "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
-    "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
-}
+#: Keras weight files: legacy HDF5, Keras 3 ``.weights.h5``, whole ``.keras`` models.
 WEIGHT_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
-def _imagenet_available(spec: NetSpec, weights_name: str | None, shortcut: str,
-                        residual: bool) -> bool:
-    standard = (spec.family == "imagenet" and spec.groups == 1 and spec.width_per_group == 64
-                and shortcut == "B" and residual)
-    if not standard or weights_name not in IMAGENET_HASHES:
-        return False
-    return spec.variant == ("v2" if weights_name.endswith("v2") else "v1")
-
-
-def check_weights_argument(weights: Any, *, spec: NetSpec, weights_name: str | None,
-                           include_top: bool, classes: int, classifier_activation,
-                           shortcut: str, residual: bool) -> None:
-    """Validate ``weights`` before anything is built or downloaded."""
-    if weights is None:
-        return
-    if weights == "imagenet":
-        if not _imagenet_available(spec, weights_name, shortcut, residual):
-            names = ", ".join(IMAGENET_HASHES)
-            raise ValueError(
-                f"weights='imagenet' is published only for {names} with their default "
-                f"options (variant v1 / v2, shortcut 'B', residual); got "
-                f"{weights_name or 'a custom network'}. Pass weights=None, a file path, or timm "
-                f"weights (keras_resnet.list_weights(), e.g. 'timm/resnet18.a1_in1k')"
-            )
-        if include_top and classes != 1000:
-            raise ValueError(f"classes={classes} does not fit weights='imagenet' with "
-                             "include_top=True: use classes=1000 or include_top=False")
-        if include_top and classifier_activation not in (None, "softmax"):
-            raise ValueError(f"classifier_activation={classifier_activation!r}: with "
-                             "weights='imagenet' only None or 'softmax' is allowed")
-        return
-    if not isinstance(weights, str | os.PathLike):
-        raise ValueError(f"weights={weights!r} must be None, 'imagenet' or a path to a "
-                         "weights file, or a timm name such as 'timm/resnet50.a1_in1k'")
-    path = os.fspath(weights)
-    check_regular(path, "weights file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights={path!r}: no such file")
+def check_header(path: str) -> None:
+    """A Keras weights file by its name and header (zip or HDF5), before it is opened."""
     if not path.endswith(WEIGHT_SUFFIXES):
         raise ValueError(f"weights={path!r}: expected a .h5, .weights.h5 or .keras file, "
                          "or a timm .safetensors file")
@@ -87,34 +42,40 @@ def check_weights_argument(weights: Any, *, spec: NetSpec, weights_name: str | N
         check_archive(path)
 
 
-class InvalidWeights(ValueError):
-    """Weights that load but cannot be used: a NaN or infinite value, or a negative batch
-    norm variance (the normalisation would take the square root of it)."""
+def _imagenet_available(spec: NetSpec, weights_name: str | None, shortcut: str,
+                        residual: bool) -> bool:
+    standard = (spec.family == "imagenet" and spec.groups == 1 and spec.width_per_group == 64
+                and shortcut == "B" and residual)
+    if not standard or imagenet_row(weights_name) is None:
+        return False
+    return spec.variant == ("v2" if weights_name.endswith("v2") else "v1")
 
 
-def check_values(model, source: str) -> None:
-    """Every floating-point weight of ``model`` finite and every batch-norm moving variance
-    non-negative, else :class:`InvalidWeights` naming the first bad tensor and ``source``."""
-    import keras
-
-    for variable in model.weights:
-        if not str(variable.dtype).startswith(("float", "bfloat")):
-            continue
-        values = np.asarray(keras.ops.convert_to_numpy(variable), np.float32)
-        if not np.isfinite(values).all():
-            bad = int(np.size(values) - np.isfinite(values).sum())
-            raise InvalidWeights(f"{source}: tensor {variable.path} has {bad} non-finite "
-                                 "value(s) (NaN or infinity)")
-        if "moving_variance" in variable.path and (values < 0).any():
-            raise InvalidWeights(f"{source}: tensor {variable.path} (a batch norm variance) "
-                                 f"has negative values (min {float(values.min()):g})")
+def check_imagenet(*, spec: NetSpec, weights_name: str | None, include_top: bool,
+                   classes: int, classifier_activation: Any, shortcut: str,
+                   residual: bool) -> None:
+    """``weights="imagenet"`` against the network to build, before anything is downloaded."""
+    if not _imagenet_available(spec, weights_name, shortcut, residual):
+        names = ", ".join(published_imagenet_models())
+        raise ValueError(
+            f"weights='imagenet' is published only for {names} with their default "
+            f"options (variant v1 / v2, shortcut 'B', residual); got "
+            f"{weights_name or 'a custom network'}. Pass weights=None, a file path, or timm "
+            f"weights (keras_resnet.list_weights(), e.g. 'timm/resnet18.a1_in1k')"
+        )
+    if include_top and classes != 1000:
+        raise ValueError(f"classes={classes} does not fit weights='imagenet' with "
+                         "include_top=True: use classes=1000 or include_top=False")
+    if include_top and classifier_activation not in (None, "softmax"):
+        raise ValueError(f"classifier_activation={classifier_activation!r}: with "
+                         "weights='imagenet' only None or 'softmax' is allowed")
 
 
 def fetch_imagenet(weights_name: str, include_top: bool) -> str:
     """Download (once, into ``~/.keras/models``) and hash-check a published file."""
     import keras
 
-    top_hash, notop_hash = IMAGENET_HASHES[weights_name]
+    top_hash, notop_hash = imagenet_row(weights_name).digests
     suffix = "" if include_top else "_notop"
     fname = f"{weights_name}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
     try:
@@ -173,12 +134,9 @@ def load_legacy_h5(model, path: str) -> None:
         layer.set_weights(arrays)
 
 
-def load_into(model, weights: str, *, weights_name: str | None, include_top: bool) -> None:
-    """Load ``weights`` ('imagenet' or a checked path) into ``model``."""
-    if weights == "imagenet":
-        load_legacy_h5(model, fetch_imagenet(weights_name, include_top))
-        return
-    path = os.fspath(weights)
+def load_file(model, path: str) -> None:
+    """Load a checked Keras weights file into ``model``: a legacy HDF5 file by layer name,
+    a ``.weights.h5`` or ``.keras`` file by Keras."""
     if not path.endswith(".keras"):
         try:
             with h5py.File(path, "r") as f:
