@@ -27,10 +27,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from keras_resnet.training.errors import UsageError
+
+if TYPE_CHECKING:
+    from keras_resnet.weights import WeightsRecord
 
 #: --freeze values: the stem, up to stage N (stem included) or everything but the classifier.
 FREEZE_CHOICES = ("none", "stem", "stage1", "stage2", "stage3", "stage4", "backbone")
@@ -160,7 +163,7 @@ def _timm_for_imagenet(model: str) -> str:
     return timm[0]
 
 
-def _check_cheaply(record: Any, model: str, input_size: int) -> None:
+def _check_cheaply(record: WeightsRecord, model: str, input_size: int) -> None:
     """Before any download: timm weights by their name, a run's model by its config."""
     from keras_resnet.weights import timm
 
@@ -179,7 +182,7 @@ def _check_timm_model(source: str, arch: Any, model: str) -> None:
                          f"use --model {arch.name}")
 
 
-def _ref(record: Any, model: str, input_size: int) -> WeightsRef:
+def _ref(record: WeightsRecord, model: str, input_size: int) -> WeightsRef:
     """The trainer's view of fetched weights: the layout they dictate and the input
     normalisation they expect."""
     from keras_resnet.weights.normalisation import affine, mean_std
