@@ -1,6 +1,6 @@
 """ONNX export through tf2onnx, float16 conversion, and an onnxruntime runner (int8
 quantization: :mod:`export.onnx_int8`); the ``onnx`` row's converter, runner and option
-check. It imports nothing of this package at load time: export/emulation.py loads this
+check. It imports nothing of this package at load time: keras_resnet/tools/emulation.py loads this
 file alone on emulated CPUs."""
 
 from __future__ import annotations

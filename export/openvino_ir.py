@@ -10,7 +10,7 @@ pairs become FakeQuantize nodes that OpenVINO's CPU plugin runs with int8 kernel
 
 OpenVINO computes float models in bfloat16 by default on CPUs with native bfloat16
 (``avx512_bf16`` or AMX), in float32 elsewhere; ``--ov-precision`` pins it. Like the other
-runner modules, this file imports nothing of its package at load time (export/emulation.py
+runner modules, this file imports nothing of its package at load time (keras_resnet/tools/emulation.py
 loads runner files alone).
 """
 

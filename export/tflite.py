@@ -1,6 +1,6 @@
 """TFLite conversion (builtin ops only) from the SavedModel, and a LiteRT runner; the
 ``tflite`` row's converter and runner. The runtime part imports nothing of this package at
-load time: export/emulation.py loads this file alone on emulated CPUs."""
+load time: keras_resnet/tools/emulation.py loads this file alone on emulated CPUs."""
 
 from __future__ import annotations
 

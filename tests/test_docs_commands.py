@@ -49,8 +49,8 @@ def documented_modules() -> dict[str, list[str]]:
 
 def test_every_documented_python_m_command_runs_with_help(tmp_path: Path) -> None:
     modules = documented_modules()
-    assert {"keras_resnet.export.benchmark", "keras_resnet.training.experiments",
-            "keras_resnet.export.int8_schemes"} <= set(modules)
+    assert {"keras_resnet.tools.export_benchmark", "keras_resnet.training.experiments",
+            "keras_resnet.tools.int8_schemes"} <= set(modules)
     foreign = {m for m in modules if not m.startswith("keras_resnet")} - OTHER_PROJECTS
     assert not foreign, f"not this project's installed modules: {foreign}"
     proc = subprocess.run([sys.executable, "-c", DRIVER, *modules], cwd=tmp_path,

@@ -226,7 +226,7 @@ def test_int8_structure_reads_each_scheme_from_the_file(exported: Path, tmp_path
 
 @pytest.fixture(scope="module")
 def avx2_emulator() -> str:
-    from keras_resnet.export.emulation import emulator
+    from keras_resnet.tools.emulation import emulator
 
     path = emulator()
     if path is None:
@@ -240,11 +240,11 @@ def test_onnx_int8_gives_identical_outputs_on_an_emulated_avx2_cpu(
     """The exported int8 file on an emulated Haswell (AVX2, no AVX-512, no VNNI: onnxruntime
     takes its VPMADDUBSW kernels) gives this machine's outputs and >= 99 % top-1 agreement
     with the Keras model on the held-out digits."""
-    from keras_resnet.export.emulation import run_onnx_emulated
     from keras_resnet.export.onnx_export import OnnxRunner
     from keras_resnet.export.verify import keras_predict
 
     import keras_resnet
+    from keras_resnet.tools.emulation import run_onnx_emulated
 
     x = load_digits_arrays(32)[2]
     x = x[:300]
@@ -259,11 +259,11 @@ def test_emulated_avx2_cpu_reproduces_saturation_of_8_bit_weights(
         exported: Path, avx2_emulator: str, tmp_path: Path) -> None:
     """The control for the test above: a full-range u8s8 file gives other outputs on the
     emulated AVX2 CPU than on a VNNI CPU, so the emulation really runs saturating kernels."""
-    from keras_resnet.export.emulation import run_onnx_emulated
     from keras_resnet.export.onnx_export import OnnxRunner
     from keras_resnet.export.onnx_int8 import quantize_onnx_int8
 
     from keras_resnet.cpu import cpu_info
+    from keras_resnet.tools.emulation import run_onnx_emulated
 
     if not cpu_info()["int8_dot_product"]:
         pytest.skip("this CPU has no VNNI: its own u8s8 kernels saturate like the emulated one")
@@ -327,7 +327,7 @@ def test_bench_reports_every_artifact_and_keras(exported: Path,
 @pytest.mark.parametrize("cpu", ["neoverse-n1", "cortex-a72"])
 def test_every_file_agrees_with_keras_on_an_emulated_arm64_board(exported: Path,
                                                                   cpu: str) -> None:
-    from keras_resnet.export.arm64 import check_dir, prepare
+    from keras_resnet.tools.arm64 import check_dir, prepare
 
     rows = check_dir(exported, prepare(cpu=cpu), samples=20)
     assert [r["artifact"].split(" ")[0] for r in rows] == [

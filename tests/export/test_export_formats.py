@@ -135,7 +135,7 @@ def test_a_new_row_is_exported_verified_and_benchmarked(tmp_path: Path,
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_every_row_module_loads_without_its_package(fmt: str) -> None:
-    """export/emulation.py runs the runners' files alone on emulated CPUs (no package)."""
+    """keras_resnet/tools/emulation.py runs the runners' files alone on emulated CPUs (no package)."""
     import importlib.util
     import sys
 

@@ -1,4 +1,4 @@
-"""``python -m keras_resnet.export.int8_schemes DIR``: every int8 ONNX scheme side by side.
+"""``python -m keras_resnet.tools.int8_schemes DIR``: every int8 ONNX scheme side by side.
 
 Quantizes the float32 ``model.onnx`` of an export directory once per scheme of
 ``INT8_SCHEMES`` with the export's own calibration images, then reports for each: top-1
@@ -24,16 +24,16 @@ import numpy as np
 def export_inputs(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
     """The export's calibration inputs (train split), evaluation inputs and labels (test
     split), model-ready, and whether its ONNX files take NCHW."""
-    from .manifest import read_manifest
-    from .samples import load_samples
-    from .verify import manifest_preprocess
+    from ..export.manifest import read_manifest
+    from ..export.samples import load_samples
+    from ..export.verify import manifest_preprocess
 
     manifest = read_manifest(directory)
     options, spec = manifest["options"], manifest["input"]
     size = tuple(spec["shape"][1:3])
     prepare = manifest_preprocess(manifest)
     calibration = options.get("calibration") or "synthetic"
-    from .api import DEFAULT_SAMPLES
+    from ..export.api import DEFAULT_SAMPLES
 
     pixels, _ = load_samples(calibration, "train", options["samples"] or DEFAULT_SAMPLES, size,
                              options["seed"], "calibration")
@@ -49,9 +49,9 @@ def compare_schemes(directory: Path, schemes: Sequence[str], runs: int, threads:
                     ) -> list[dict[str, Any]]:
     """One row of figures per scheme and calibration method (``scheme`` or
     ``scheme/method``), plus the float32 file's own row first."""
-    from .benchmark import interleaved_latency_ms
-    from .onnx_export import OnnxRunner
-    from .onnx_int8 import int8_structure, quantize_onnx_int8
+    from ..export.onnx_export import OnnxRunner
+    from ..export.onnx_int8 import int8_structure, quantize_onnx_int8
+    from .export_benchmark import interleaved_latency_ms
 
     calib, x_eval, y_eval, nchw = export_inputs(directory)
     if nchw:
@@ -125,10 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry."""
     from keras_resnet.cpu import cpu_line
 
-    from .onnx_int8 import CALIBRATION_METHODS, INT8_SCHEMES
+    from ..export.onnx_int8 import CALIBRATION_METHODS, INT8_SCHEMES
 
-    p = argparse.ArgumentParser(prog="python -m keras_resnet.export.int8_schemes", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m keras_resnet.tools.int8_schemes",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", type=Path, help="an export directory holding model.onnx")
     p.add_argument("--schemes", default=",".join(INT8_SCHEMES),
                    help=f"comma-separated subset of {', '.join(INT8_SCHEMES)}")

@@ -1,5 +1,5 @@
-"""``python -m keras_resnet.export.arm64 DIR``: run an export's TFLite and ONNX files on an emulated 64-bit
-ARM CPU (the boards' architecture) and check each against the Keras model.
+"""``python -m keras_resnet.tools.arm64 DIR``: run an export's TFLite and ONNX files on an
+emulated 64-bit ARM CPU (the boards' architecture) and check each against the Keras model.
 
 The arm64 side is built once and cached (``--cache``, default
 ``~/.cache/keras-resnet/arm64``): Debian's arm64 Python and the libraries it needs, unpacked
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..export.errors import UsageError
 from .emulation import Machine, run_emulated
-from .errors import UsageError
 
 RUNTIMES = ("numpy", "onnxruntime", "ai-edge-litert")
 WHEEL_PLATFORMS = ("manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2_28_aarch64",
@@ -126,8 +126,8 @@ def check_dir(directory: Path, machine: Machine, samples: int = 50,
     stored Keras model as ``keras-resnet-verify`` does (same thresholds)."""
     import keras_resnet
 
-    from .manifest import read_manifest
-    from .verify import DEFAULT_MIN_AGREEMENT, artifact_key, compare, keras_predict
+    from ..export.manifest import read_manifest
+    from ..export.verify import DEFAULT_MIN_AGREEMENT, artifact_key, compare, keras_predict
 
     manifest = read_manifest(directory)
     x = _inputs(directory, manifest, samples)
@@ -150,8 +150,8 @@ def check_dir(directory: Path, machine: Machine, samples: int = 50,
 
 def _inputs(directory: Path, manifest: dict[str, Any], samples: int) -> np.ndarray:
     """The stored parity batch plus ``samples`` images of the export's evaluation source."""
-    from .samples import load_samples
-    from .verify import manifest_preprocess
+    from ..export.samples import load_samples
+    from ..export.verify import manifest_preprocess
 
     x = np.load(directory / "parity_inputs.npy")
     evaluation, spec = manifest.get("evaluation", {}), manifest["input"]
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry; exit 0 when every file agrees, 1 otherwise, 2 for bad input."""
     from keras_resnet.cpu import cpu_line
 
-    p = argparse.ArgumentParser(prog="python -m keras_resnet.export.arm64", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m keras_resnet.tools.arm64", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", type=Path, help="an export directory (manifest.json)")
     p.add_argument("--samples", type=int, default=50,

@@ -1,5 +1,5 @@
 """Where a ResNet training step spends its time, and how fast this CPU can go:
-``python -m keras_resnet.training.roofline [--model resnet50] [--batch 32] [--size 224] [--steps 2]``.
+``python -m keras_resnet.tools.roofline [--model resnet50] [--batch 32] [--size 224] [--steps 2]``.
 
 1. Peak rates of TensorFlow's oneDNN kernels on this machine: a 4096^2 matmul and a large
    3x3 convolution, float32 and bfloat16, in GFLOP/s.
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VARIANTS = (("float32", "keras"), ("float32", "fused"), ("mixed_bfloat16", "keras"),
             ("mixed_bfloat16", "fused"))
 
@@ -56,9 +56,9 @@ def _child(model_name: str, precision: str, batch_norm: str, batch: int, size: i
     """Run warm-up + timed bare steps; print the timed window (ms since the epoch) as JSON."""
     import keras
     import tensorflow as tf
-    from keras_resnet.training.fused_norm import with_fused_batch_norm
 
     import keras_resnet
+    from keras_resnet.training.fused_norm import with_fused_batch_norm
 
     keras.mixed_precision.set_global_policy(precision)
     model = keras_resnet.create_model(model_name, weights=None, input_shape=(size, size, 3),
@@ -93,8 +93,8 @@ def primitive_breakdown(model: str, precision: str, batch_norm: str, batch: int,
     env = dict(os.environ, ONEDNN_VERBOSE="1", ONEDNN_VERBOSE_TIMESTAMP="1",
                TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "keras_resnet.training.roofline", "--child", precision,
-                           batch_norm, "--model", model, "--batch", str(batch), "--size",
+    proc = subprocess.run([sys.executable, "-m", "keras_resnet.tools.roofline", "--child",
+                           precision, batch_norm, "--model", model, "--batch", str(batch), "--size",
                            str(size), "--steps", str(steps)],
                           capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode:
@@ -116,8 +116,8 @@ def primitive_breakdown(model: str, precision: str, batch_norm: str, batch: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_resnet.training.roofline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m keras_resnet.tools.roofline",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet50", help="a keras_resnet model name")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)

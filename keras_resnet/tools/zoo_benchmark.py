@@ -1,6 +1,6 @@
 """Zoo benchmark: build time, parameters, MACs and forward images/s.
 
-Run with ``python -m keras_resnet.benchmark`` (any Keras backend: set
+Run with ``python -m keras_resnet.tools.zoo_benchmark`` (any Keras backend: set
 ``KERAS_BACKEND``). Figures, not a test: the machine's load changes them.
 """
 
@@ -13,8 +13,8 @@ import time
 import keras
 import numpy as np
 
-from .models import create_model
-from .profile import profile
+from ..models import create_model
+from ..profile import profile
 
 CASES = (("resnet18", 224), ("resnet50", 224), ("resnet20", 32), ("resnet56", 32))
 
@@ -47,7 +47,8 @@ def run(cases=CASES, batches=(1, 32), repeats: int = 5) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_resnet.benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m keras_resnet.tools.zoo_benchmark",
+                                     description=__doc__)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure")
     parser.add_argument("--quick", action="store_true", help="CIFAR nets only, batch 1 and 8")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""``python -m keras_resnet.export.benchmark``: the side-by-side figures of docs/export.md.
+"""``python -m keras_resnet.tools.export_benchmark``: the side-by-side figures of docs/export.md.
 
 Exports a model (default ResNet-50 at 224) to every format and precision, timing the whole
 export, then measures batch-1 latency with a fixed thread count for TFLite float32 vs int8
@@ -61,9 +61,9 @@ def interleaved_latency_ms(runners: dict[str, Any], x: np.ndarray,
 def run_benchmark(model: str, input_size: int | None, out: Path, threads: int, runs: int,
                   samples: int, naive: bool, log: Any = print) -> dict[str, Any]:
     """Export, then time the four headline runtimes; returns the figures."""
-    from .api import ExportOptions, export_model
-    from .bench import set_tf_threads
-    from .verify import make_runner
+    from ..export.api import ExportOptions, export_model
+    from ..export.bench import set_tf_threads
+    from ..export.verify import make_runner
 
     set_tf_threads(threads)
     options = ExportOptions(quantize=["float16", "dynamic", "int8"], calibration="synthetic",
@@ -78,7 +78,7 @@ def run_benchmark(model: str, input_size: int | None, out: Path, threads: int, r
                for a in manifest["artifacts"]}
     scratch = tempfile.TemporaryDirectory()
     if naive:
-        from .onnx_export import OnnxRunner
+        from ..export.onnx_export import OnnxRunner
 
         calib = np.random.default_rng(0).uniform(0, 255, (samples, *shape)).astype(np.float32)
         naive_path = Path(scratch.name) / "naive_int8.onnx"
@@ -119,8 +119,10 @@ def report(figures: dict[str, Any], model: str, threads: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m keras_resnet.export.benchmark [--model resnet50] ...``."""
-    p = argparse.ArgumentParser(prog="python -m keras_resnet.export.benchmark", description=__doc__)
+    """Command-line entry:
+    ``python -m keras_resnet.tools.export_benchmark [--model resnet50] ...``."""
+    p = argparse.ArgumentParser(prog="python -m keras_resnet.tools.export_benchmark",
+                                description=__doc__)
     p.add_argument("--model", default="resnet50")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--out", type=Path, default=None, help="export directory (default: temp)")

@@ -1,4 +1,4 @@
-"""Throughput benchmark: ``python -m keras_resnet.training.benchmark [--quick]``.
+"""Throughput benchmark: ``python -m keras_resnet.tools.training_benchmark [--quick]``.
 
 Rows, all on synthetic data and measured in steady state (first steps excluded):
 
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stock_fit_images_per_sec(batch: int, size: int, steps: int, warmup: int,
@@ -110,7 +110,7 @@ def workers_images_per_sec(workers: int, model: str, batch: int, size: int, step
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m keras_resnet.training.benchmark",
+    parser = argparse.ArgumentParser(prog="python -m keras_resnet.tools.training_benchmark",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",

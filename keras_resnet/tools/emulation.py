@@ -1,10 +1,11 @@
 """Run an export's TFLite and ONNX files on an emulated CPU with qemu user-mode emulation:
 an x86 CPU without VNNI (``Haswell``: AVX2 and FMA, no AVX-512), or a 64-bit ARM board's
-CPU (``aarch64``, with the arm64 Python of :mod:`export.arm64`).
+CPU (``aarch64``, with the arm64 Python of :mod:`keras_resnet.tools.arm64`).
 
-Run as a script (``python export/emulation.py FORMAT MODEL INPUTS OUTPUTS [NCHW]``) this file
-is the child: it loads the runners of ``tflite.py`` and ``onnx_export.py`` by path and
-imports only numpy and the runtime, never TensorFlow (minutes under emulation).
+Run as a script (``python emulation.py FORMAT MODEL INPUTS OUTPUTS LAYOUT RUNNERS``) this
+file is the child: it loads the runners of the export package's ``tflite.py`` and
+``onnx_export.py`` by path from the folder RUNNERS and imports only numpy and the runtime,
+never TensorFlow (minutes under emulation).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ import numpy as np
 #: AVX-512, so AVX-512 CPUs without VNNI cannot be emulated; they use the same VPMADDUBSW).
 AVX2_CPU = "Haswell"
 _HERE = Path(__file__).resolve().parent
+
+
+def runner_folder() -> Path:
+    """The folder of the export package, whose runner files the child loads by path."""
+    spec = importlib.util.find_spec("keras_resnet.export")
+    return Path(spec.submodule_search_locations[0])
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ def run_emulated(fmt: str, path: Path, x: np.ndarray, machine: Machine | None = 
         inputs, outputs = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
         np.save(inputs, np.asarray(x, np.float32))
         command = machine.command(str(_HERE / "emulation.py"), fmt, str(path), str(inputs),
-                                  str(outputs), "nchw" if nchw else "nhwc")
+                                  str(outputs), "nchw" if nchw else "nhwc",
+                                  str(runner_folder()))
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **dict(machine.env)})
         if proc.returncode or not outputs.is_file():
@@ -84,22 +92,23 @@ def run_onnx_emulated(path: Path, x: np.ndarray) -> np.ndarray:
     return run_emulated("onnx", path, x)
 
 
-def _sibling(name: str):  # noqa: ANN202 - a module loaded by path
-    spec = importlib.util.spec_from_file_location(f"_emulated_{name}", _HERE / f"{name}.py")
+def _runner_module(folder: str, name: str):  # noqa: ANN202 - a module loaded by path
+    spec = importlib.util.spec_from_file_location(f"_emulated_{name}", Path(folder) / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
 
-def _child(fmt: str, model: str, inputs: str, outputs: str, layout: str = "nhwc") -> None:
+def _child(fmt: str, model: str, inputs: str, outputs: str, layout: str, runners: str) -> None:
     if fmt == "tflite":
-        runner = _sibling("tflite").TFLiteRunner(Path(model), 1)
+        runner = _runner_module(runners, "tflite").TFLiteRunner(Path(model), 1)
     else:
-        runner = _sibling("onnx_export").OnnxRunner(Path(model), 1, nchw=layout == "nchw")
+        runner = _runner_module(runners, "onnx_export").OnnxRunner(Path(model), 1,
+                                                                  nchw=layout == "nchw")
     x = np.load(inputs)
     np.save(outputs, np.concatenate([runner(x[i:i + 32]) for i in range(0, len(x), 32)]))
 
 
 if __name__ == "__main__":
-    _child(*sys.argv[1:6])
+    _child(*sys.argv[1:7])
