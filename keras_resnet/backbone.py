@@ -155,6 +155,11 @@ def _check_weights(record: WeightsRecord | None, spec: NetSpec, a: NetworkArgs,
     """Resolved weights against the network to build, before anything is downloaded."""
     if record is None:
         return
+    if record.run_dir is not None:
+        raise ValueError(f"weights={record.argument!r} is a training run's model dir, whose "
+                         "model.keras holds the trainer's model around the network: load it "
+                         "with keras_resnet.load_model, or start a run from it with "
+                         "keras-resnet-train --weights")
     if record.kind == "timm":
         timm.check_argument(record.argument, spec=spec, model_name=a.name, shortcut=shortcut,
                             residual=a.residual)

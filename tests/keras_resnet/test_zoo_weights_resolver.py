@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+import keras_resnet as kr
 from keras_resnet import weights
 from keras_resnet.weights import flag_message, resolve, timm
 
@@ -44,6 +45,8 @@ def test_a_run_dir_is_its_model_keras(tmp_path) -> None:
     assert (record.kind, record.run_dir, record.argument) == ("keras", str(run.resolve()),
                                                              str(run))
     assert record.source == str((run / "model.keras").resolve())
+    with pytest.raises(ValueError, match="is a training run's model dir"):
+        kr.ResNet20(weights=str(run))  # refused before a layer is built
 
 
 def test_bad_arguments_are_refused_naming_them(tmp_path) -> None:
