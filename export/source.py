@@ -180,6 +180,8 @@ def weights_record(weights: str | None, model: str) -> dict[str, Any]:
         if record.kind == "keras_applications" and record.known is None:
             return {"path": "imagenet"}  # the builder names what is published
         record = fetch(record)
+    except FileNotFoundError:
+        raise UsageError(f"weights file {weights} not found") from None
     except (OSError, ValueError, ImportError) as exc:
         raise UsageError(flag_message(_first_line(exc), weights)) from None
     return {"path": record.argument, "sha256": record.sha256, "timm": record.kind == "timm"}
