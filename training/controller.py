@@ -51,9 +51,11 @@ class LoopState:
 
 
 class Action:
-    """Base action: looked at after every loop, never due."""
+    """Base action: looked at after every loop, never due. ``at``: one step at which a loop
+    must end (the action fires there once)."""
 
     every: int | None = None
+    at: int | None = None
 
     def due(self, state: LoopState) -> bool:
         return False
@@ -147,12 +149,13 @@ class Controller:
                                warm_steps(start_step, total_steps))
 
     def next_boundary(self) -> int:
-        """The nearest step after the current one where an action may be due, the end of
-        the warm-up steps, or the last step."""
+        """The nearest step after the current one where an action may be due (its
+        ``every`` or ``at``), the end of the warm-up steps, or the last step."""
         state = self.state
         step = state.step
         candidates = [state.total_steps]
         candidates += [(step // a.every + 1) * a.every for a in self.actions if a.every]
+        candidates += [a.at for a in self.actions if a.at]
         if step < state.start_step + state.warm_steps:
             candidates.append(state.start_step + state.warm_steps)
         return min(c for c in candidates if c > step)

@@ -85,6 +85,11 @@ def default_recipe(args: Any) -> str | None:
     return QAT_RECIPE if getattr(args, "qat", None) else None
 
 
+#: The network flags (builder options) a ``--qat`` run may give instead of inheriting them.
+_NETWORK_FLAGS = ("plain", "shortcut", "variant", "drop_path_rate", "depth", "widen_factor",
+                  "groups", "width_per_group")
+
+
 def inherit_input_size(args: Any) -> None:
     """A ``--qat`` run fine-tunes the same network: without ``--input-size`` it takes the
     image side of the run its ``--weights`` come from (run dir or a model.keras beside its
@@ -95,6 +100,16 @@ def inherit_input_size(args: Any) -> None:
     size = recorded.get("input_size")
     if isinstance(size, int) and not isinstance(size, bool):
         args.input_size = size
+
+
+def inherited_architecture(args: Any, architecture: dict[str, Any]) -> dict[str, Any]:
+    """A ``--qat`` run from another run's model: that run's builder options (its depth,
+    variant...) unless network flags are given; ``architecture`` otherwise."""
+    if not getattr(args, "qat", None) or any(getattr(args, f, None) is not None
+                                              for f in _NETWORK_FLAGS):
+        return architecture
+    recorded = _weights_run_config(args.weights).get("architecture")
+    return {**architecture, **recorded} if isinstance(recorded, dict) else architecture
 
 
 def _weights_run_config(weights: str) -> dict[str, Any]:
@@ -144,12 +159,23 @@ def resolve_qat(cfg: Any) -> Any:
 
 def quantized_network(model: Any, scheme: str) -> tuple[Any, str]:
     """The quantization-aware copy of the trainer's float network (trained weights in,
-    ``trainable`` flags kept), and a line for the run's log."""
+    ``trainable`` flags kept), and a line for the run's log. Batch norms that no convolution
+    absorbs (pre-activation networks) are frozen too, so that every batch norm normalises
+    with its moving statistics, as the int8 file will: ranges observed with batch
+    statistics would not fit the exported network."""
+    import keras
+
     from keras_resnet.quantization import quantize_model, quantizers
 
     quantized = quantize_model(model, scheme)
+    unfolded = [layer for layer in quantized._flatten_layers(include_self=False)
+                if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in unfolded:
+        layer.trainable = False
+    kept = f", {len(unfolded)} unfolded batch norms frozen" if unfolded else ""
     return quantized, (f"qat: int8 simulated ({scheme}: {QAT_SCHEMES[scheme].summary}); "
-                       f"batch norm folded, {len(quantizers(quantized))} activation quantizers")
+                       f"batch norm folded{kept}, {len(quantizers(quantized))} activation "
+                       "quantizers")
 
 
 def freeze_step(fraction: float, total_steps: int) -> int:
