@@ -266,8 +266,9 @@ def train(model: Any, data: Any, model_dir: str | Path, *, validation: Any = Non
     evaluated on its test split and in-memory data on every 10th example, held out.
     ``settings``: ``keras-resnet-train``'s flags with underscores (``steps``, ``epochs``,
     ``batch_size``, ``learning_rate``, ``seed``, ``precision``, ``recipe``, ``weights``,
-    ``freeze``, ``checkpoint_every``...) and, for in-memory data, ``input_range``,
-    ``mean``, ``std`` and ``class_names`` (:mod:`keras_resnet.training.in_memory`).
+    ``freeze``, ``qat``, ``qat_scheme``, ``checkpoint_every``...) and, for in-memory data,
+    ``input_range``, ``mean``, ``std`` and ``class_names``
+    (:mod:`keras_resnet.training.in_memory`).
 
     Returns a :class:`TrainResult` (the trained ``keras.Model``, ``metrics``, ``history``).
     Raises :class:`UsageError` (one line) on a bad argument, before any network is built.
