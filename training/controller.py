@@ -4,8 +4,8 @@
 host talks to the devices once per loop, not once per step.
 
 An action is a small object: ``every`` (the steps between its firings, which shape the
-loops; None for an action looked at after every loop), ``due(state)`` and ``__call__(state)``,
-returning True to end the run there.
+loops; None for an action looked at after every loop), optionally ``at`` (one step at which a
+loop ends), ``due(state)`` and ``__call__(state)``, returning True to end the run there.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class Controller:
         step = state.step
         candidates = [state.total_steps]
         candidates += [(step // a.every + 1) * a.every for a in self.actions if a.every]
-        candidates += [a.at for a in self.actions if a.at]
+        candidates += [a.at for a in self.actions if getattr(a, "at", None)]
         if step < state.start_step + state.warm_steps:
             candidates.append(state.start_step + state.warm_steps)
         return min(c for c in candidates if c > step)

@@ -129,3 +129,32 @@ def test_bad_qat_combinations_get_one_line(runs, tmp_path, capsys, no_heavy_work
     with pytest.raises(kt.UsageError, match="qat='fp16' must be one of int8"):
         kt.train("resnet20", "digits", tmp_path / "api", qat="fp16", weights=str(float_dir))
     assert not (tmp_path / "run").exists() and not (tmp_path / "api").exists()
+
+
+def test_observer_freeze_ends_a_loop_at_its_step_and_fires_once() -> None:
+    from keras_resnet.training.controller import Action, Controller, Every
+    from keras_resnet.training.qat import freeze_step
+
+    class Steps:
+        def __init__(self) -> None:
+            self.loops: list[int] = []
+
+        def train_steps(self, num_steps, stop_requested) -> bool:
+            self.loops.append(num_steps)
+            return False
+
+    fired: list[int] = []
+
+    class At(Action):
+        at = freeze_step(0.3, 20)
+
+        def due(self, state) -> bool:
+            return state.step == self.at
+
+        def __call__(self, state) -> None:
+            fired.append(state.step)
+
+    trainer = Steps()
+    Controller(trainer, [At(), Every(5, lambda s: None)], start_step=0, total_steps=20).run()
+    assert fired == [6] and trainer.loops == [2, 3, 1, 4, 5, 5]  # 2: the warm-up steps
+    assert (freeze_step(0.01, 20), freeze_step(1.0, 20)) == (1, 20)
