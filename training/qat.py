@@ -115,8 +115,11 @@ def inherited_architecture(args: Any, architecture: dict[str, Any]) -> dict[str,
 def _weights_run_config(weights: str) -> dict[str, Any]:
     """The ``config`` of the run a ``--weights`` path comes from ({} when none)."""
     path = Path(weights).expanduser()
-    config = (path if path.is_dir() else path.parent) / "run_config.json"
-    if path.is_file() and path.suffix != ".keras":
+    if path.is_dir():
+        config = path / "run_config.json"
+    elif path.is_file() and path.suffix == ".keras":
+        config = path.with_name("run_config.json")
+    else:  # a hub name, imagenet, another kind of file
         return {}
     try:
         content = json.loads(config.read_text())
