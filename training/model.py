@@ -84,10 +84,10 @@ def float32_copy(trained, name: str, *, input_size: int, classes: int, preproces
         model = build_model(name, input_size=input_size, classes=classes,
                             preprocessing=preprocessing, pixel_mean=zeros, channel_std=ones,
                             zero_init_residual=False, softmax=True, model_kwargs=model_kwargs)
-        if qat_scheme is not None:
-            from keras_resnet.quantization import quantize_model
+        if qat_scheme is not None:  # as the trainer rewrote it
+            from keras_resnet.training.qat import quantized_network
 
-            model = quantize_model(model, qat_scheme)
+            model = quantized_network(model, qat_scheme)[0]
     finally:
         keras.mixed_precision.set_global_policy(previous)
     model.set_weights([np.asarray(w) for w in trained.get_weights()])
