@@ -24,7 +24,7 @@ from typing import Any
 from keras_resnet.training.controller import Action, LoopState
 from keras_resnet.training.errors import UsageError
 
-from keras_resnet.quantization import DEFAULT_QAT_SCHEME, QAT_SCHEMES
+from keras_resnet.qat_schemes import DEFAULT_QAT_SCHEME, QAT_SCHEMES
 
 #: ``--qat`` values: the integer format simulated.
 QAT_CHOICES = ("int8",)

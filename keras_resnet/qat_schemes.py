@@ -1,5 +1,7 @@
-"""The int8 schemes quantization-aware training simulates (pure Python: importing it loads
-neither Keras nor TensorFlow, so command lines can list them before TensorFlow starts)."""
+"""The int8 schemes quantization-aware training simulates (:mod:`keras_resnet.quantization`).
+
+Pure Python, outside that package (which imports Keras): command lines list the schemes
+before TensorFlow starts."""
 
 from __future__ import annotations
 
