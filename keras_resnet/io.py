@@ -28,6 +28,8 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> keras.Model
         raise FileNotFoundError(f"path={path!r}: no such file")
     if zipfile.is_zipfile(path):  # else Keras says what the file is not
         check_archive(path)
+    from . import quantization  # noqa: F401  (registers the quantization-aware layers)
+
     try:
         with recursion_headroom():
             model = keras.models.load_model(path, compile=compile, safe_mode=True)

@@ -22,7 +22,7 @@ DATA_SETTINGS = ("input_range", "mean", "std", "class_names")
 #: Network-builder settings of zoo networks (``keras_resnet`` builder options, fine-tuning).
 ZOO_SETTINGS = ("weights", "freeze", "plain", "shortcut", "variant", "drop_path_rate",
                 "zero_init_residual", "widen_factor", "groups", "width_per_group",
-                "batch_norm", "input_size")
+                "batch_norm", "input_size", "qat", "qat_scheme", "qat_observe_fraction")
 _POSITIONAL = ("help", "model", "dataset", "model_dir")
 #: The ``model`` a run of a network built in code records (its Keras name is no identity:
 #: Keras numbers it by creation order); ``network`` holds its fingerprint.
@@ -124,8 +124,10 @@ def _plan(model: Any, data: Any, model_dir: Any, validation: Any,
                          "in-memory data; a source name gives RGB pixels 0..255 and its "
                          "own class names")
     from keras_resnet.training.cli import check_flags
+    from keras_resnet.training.qat import check_qat_flags
 
     check_flags(args)  # the numeric settings, before any data is read
+    check_qat_flags(args)
     plan = _Plan(args, family, network)
     if in_memory or validation is not None:
         _plan_data(plan, data, validation, settings)
@@ -264,8 +266,9 @@ def train(model: Any, data: Any, model_dir: str | Path, *, validation: Any = Non
     evaluated on its test split and in-memory data on every 10th example, held out.
     ``settings``: ``keras-resnet-train``'s flags with underscores (``steps``, ``epochs``,
     ``batch_size``, ``learning_rate``, ``seed``, ``precision``, ``recipe``, ``weights``,
-    ``freeze``, ``checkpoint_every``...) and, for in-memory data, ``input_range``,
-    ``mean``, ``std`` and ``class_names`` (:mod:`keras_resnet.training.in_memory`).
+    ``freeze``, ``qat``, ``qat_scheme``, ``checkpoint_every``...) and, for in-memory data,
+    ``input_range``, ``mean``, ``std`` and ``class_names``
+    (:mod:`keras_resnet.training.in_memory`).
 
     Returns a :class:`TrainResult` (the trained ``keras.Model``, ``metrics``, ``history``).
     Raises :class:`UsageError` (one line) on a bad argument, before any network is built.

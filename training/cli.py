@@ -27,6 +27,14 @@ from keras_resnet.training.config import (
 )
 from keras_resnet.training.errors import UsageError
 from keras_resnet.training.precision import PRECISIONS
+from keras_resnet.training.qat import (
+    add_qat_flags,
+    check_float_weights,
+    default_recipe,
+    inherit_input_size,
+    inherited_architecture,
+    resolve_qat,
+)
 from keras_resnet.training.strategy import STRATEGIES
 
 from keras_resnet.console import Parser, native_stderr_silenced, require_extra, run_command
@@ -99,10 +107,12 @@ def config_from_args(args: argparse.Namespace, family: str,
     Raises :class:`UsageError` naming the flag on bad input."""
     from keras_resnet.training.recipes import load_recipe
 
-    recipe = args.recipe or ("finetune" if getattr(args, "weights", None) else None)
+    recipe = args.recipe or default_recipe(args) or (
+        "finetune" if getattr(args, "weights", None) else None)
     load_recipe(recipe or ("cifar" if family == "cifar" else "imagenet"))  # errors first
+    inherit_input_size(args)
     check_flags(args)
-    return resolve_config(recipe, overrides_from_args(args, architecture), family)
+    return resolve_qat(resolve_config(recipe, overrides_from_args(args, architecture), family))
 
 
 def add_finetune_flags(p: argparse.ArgumentParser) -> None:
@@ -175,6 +185,7 @@ def build_train_parser() -> argparse.ArgumentParser:
                         "deterministic")
     add_architecture_flags(p)
     add_finetune_flags(p)
+    add_qat_flags(p)
     p.add_argument("--log-every", type=int, help=f"steps between log lines ({default_of('log_every')})")
     p.add_argument("--cache", action="store_true", default=None,
                    help="cache the decoded dataset in memory")
@@ -267,6 +278,7 @@ def resolve_weights(args: Any, cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     from keras_resnet.training import finetune
 
     model = cfg.model
+    check_float_weights(args.weights)
     freeze = finetune.check_freeze(args.freeze, model=model.model, weights=args.weights)
     if not args.weights:
         return with_overrides(cfg, model={"freeze": freeze}), None
@@ -275,7 +287,8 @@ def resolve_weights(args: Any, cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     finetune.check_architecture(ref, variant=args.variant, model=model.model)
     return with_overrides(cfg, model={
         "freeze": freeze, "weights": ref.identity(),
-        "architecture": {**model.architecture, **ref.architecture},
+        "architecture": inherited_architecture(args, {**model.architecture,
+                                                      **ref.architecture}),
         "preprocessing": ref.preprocessing or model.preprocessing}), ref
 
 

@@ -44,6 +44,8 @@ class ModelConfig:
     weights: dict[str, str] | None = None  # fine-tuning: {"source", "sha256"} of --weights
     freeze: str | None = None  # fine-tuning: --freeze (None: nothing frozen)
     network: dict[str, Any] | None = None  # a network built in code: {"sha256", "output"}
+    qat: str | None = None  # quantization-aware training: "int8" (training/qat.py)
+    qat_scheme: str | None = None  # its keras_resnet.quantization.QAT_SCHEMES key
 
     @property
     def name(self) -> str:
@@ -103,6 +105,7 @@ class ScheduleConfig:
     schedule: dict[str, Any]
     warmup: dict[str, Any] | None = None
     recipe_steps: int | None = None
+    qat_observe_fraction: float | None = None  # --qat: share of steps observing ranges
 
     def build(self, total_steps: int, optim: OptimConfig) -> RecipeSchedule:
         """The schedule stretched to ``total_steps``: step boundaries keep their fraction of
@@ -161,11 +164,11 @@ DERIVED_SETTINGS = ("warmup_steps",)
 #: ``run_config.json`` keys of earlier versions and their names now.
 RENAMED_KEYS = {"base_learning_rate": "learning_rate"}
 #: Fields that must match for a model dir's checkpoints to be resumed. The seed decides the
-#: data order, so a run resumed with another seed would not continue the same run. Fine-tuning
-#: (``weights``: source and SHA-256 of --weights; ``freeze``) comes early, so a mismatch names
-#: it first.
-IDENTITY_FIELDS = ("model", "network", "weights", "freeze", "dataset", "input_range", "mean",
-                   "std", "input_size", "recipe", "recipe_version", "batch_size",
+#: data order, so a run resumed with another seed would not continue the same run.
+#: Quantization-aware training (``qat``...) and fine-tuning (``weights``: source and SHA-256
+#: of --weights; ``freeze``) come early, so a mismatch names them first.
+IDENTITY_FIELDS = ("model", "network", "qat", "qat_scheme", "qat_observe_fraction", "weights",
+                   "freeze", "dataset", "input_range", "mean", "std", "input_size", "recipe", "recipe_version", "batch_size",
                    "learning_rate", "weight_decay", "decay_norm_and_bias", "label_smoothing",
                    "optimizer", "preprocessing", "augmentation", "flip", "zero_init_residual",
                    "schedule", "warmup", "seed", "architecture")
@@ -233,7 +236,7 @@ def _recipe_values(recipe: dict[str, Any], model: str, family: str) -> dict[str,
               "augmentation": dict(recipe["augmentation"])}
     kinds = {"batch_size": int, "base_batch_size": int, "weight_decay": float,
              "decay_norm_and_bias": bool, "label_smoothing": float, "preprocessing": str,
-             "zero_init_residual": bool}
+             "zero_init_residual": bool, "qat_observe_fraction": float}
     for key, kind in kinds.items():
         if key in recipe:
             values[key] = kind(recipe[key])

@@ -4,8 +4,8 @@
 host talks to the devices once per loop, not once per step.
 
 An action is a small object: ``every`` (the steps between its firings, which shape the
-loops; None for an action looked at after every loop), ``due(state)`` and ``__call__(state)``,
-returning True to end the run there.
+loops; None for an action looked at after every loop), optionally ``at`` (one step at which a
+loop ends), ``due(state)`` and ``__call__(state)``, returning True to end the run there.
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ class LoopState:
 
 
 class Action:
-    """Base action: looked at after every loop, never due."""
+    """Base action: looked at after every loop, never due. ``at``: one step at which a loop
+    must end (the action fires there once)."""
 
     every: int | None = None
+    at: int | None = None
 
     def due(self, state: LoopState) -> bool:
         return False
@@ -147,12 +149,13 @@ class Controller:
                                warm_steps(start_step, total_steps))
 
     def next_boundary(self) -> int:
-        """The nearest step after the current one where an action may be due, the end of
-        the warm-up steps, or the last step."""
+        """The nearest step after the current one where an action may be due (its
+        ``every`` or ``at``), the end of the warm-up steps, or the last step."""
         state = self.state
         step = state.step
         candidates = [state.total_steps]
         candidates += [(step // a.every + 1) * a.every for a in self.actions if a.every]
+        candidates += [a.at for a in self.actions if getattr(a, "at", None)]
         if step < state.start_step + state.warm_steps:
             candidates.append(state.start_step + state.warm_steps)
         return min(c for c in candidates if c > step)

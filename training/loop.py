@@ -230,6 +230,7 @@ def _base_metrics(cfg: TrainConfig, plan: StrategyPlan, trainer: Trainer, precis
             "architecture": cfg.model.architecture,
             "zero_init_residual": cfg.model.zero_init_residual,
             "weights": cfg.model.weights, "freeze": cfg.model.freeze,
+            "qat": cfg.model.qat, "qat_scheme": cfg.model.qat_scheme,
             "network": cfg.model.network, "trainable_params": trainer.trainable_params}
 
 
@@ -285,7 +286,8 @@ def _train_loop(run: _Run, start_step: int, total_steps: int,
     logs = RunLogs(run.work_dir, start_step)
     progress = Progress(total_steps, chief)
     train_log = TrainLog(trainer, run.schedule, progress, logs, run.num_train, start_step)
-    actions = [AfterEveryLoop(FiniteLoss(trainer, cfg)),
+    actions = [*_qat_actions(run, start_step, total_steps),
+               AfterEveryLoop(FiniteLoss(trainer, cfg)),
                Every(cfg.run.log_every, train_log, at_end=True),
                OnPreemption(SaveOnStop(run.checkpointer, progress, chief)),
                Every(cfg.run.eval_every, Evaluation(trainer, logs, progress, run.num_train,
@@ -322,6 +324,19 @@ def _train_loop(run: _Run, start_step: int, total_steps: int,
     return TrainResult(metrics, _returned_model(run), read_log(run.work_dir / "log.csv"))
 
 
+def _qat_actions(run: _Run, start_step: int, total_steps: int) -> list[Any]:
+    """Quantization-aware training: the observers' state set for ``start_step`` (a resumed
+    run), and the action freezing them, first, so that a checkpoint of that step holds them
+    frozen."""
+    if not run.cfg.model.qat:
+        return []
+    from keras_resnet.training.qat import ObserverFreeze, freeze_step, set_observing
+
+    at = freeze_step(run.cfg.schedule.qat_observe_fraction, total_steps)
+    set_observing(run.trainer.model, start_step, at)
+    return [ObserverFreeze(run.trainer.model, at, run.plan.is_chief)]
+
+
 def _returned_model(run: _Run) -> Any:
     """The network the result holds: the zoo's training network, or the trained clone of a
     network built in code (without the pixels-to-contract layer in front)."""
@@ -353,7 +368,8 @@ def _final_model(cfg: TrainConfig, trainer: Trainer, network: Any) -> tuple[Any,
     size = cfg.model.input_size
     final = float32_copy(trainer.model, cfg.model.model, input_size=size,
                          classes=trainer.classes, preprocessing=cfg.model.preprocessing,
-                         model_kwargs=cfg.model.architecture)
+                         model_kwargs=cfg.model.architecture,
+                         qat_scheme=cfg.model.qat_scheme if cfg.model.qat else None)
     inside = PREPROCESSING[cfg.model.preprocessing]
     if contract is not None and not contract.is_raw_pixels:
         inputs = keras.Input((size, size, 3), dtype="float32", name="image")

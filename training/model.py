@@ -71,8 +71,9 @@ def build_model(name: str, *, input_size: int, classes: int, preprocessing: str,
 
 
 def float32_copy(trained, name: str, *, input_size: int, classes: int, preprocessing: str,
-                 model_kwargs: dict[str, Any] | None = None):
-    """A float32-policy model with ``trained``'s weights and a softmax output, for export."""
+                 model_kwargs: dict[str, Any] | None = None, qat_scheme: str | None = None):
+    """A float32-policy model with ``trained``'s weights and a softmax output, for export;
+    with ``qat_scheme``, the quantization-aware network of that scheme (as trained)."""
     import keras
 
     previous = keras.mixed_precision.global_policy()
@@ -83,6 +84,10 @@ def float32_copy(trained, name: str, *, input_size: int, classes: int, preproces
         model = build_model(name, input_size=input_size, classes=classes,
                             preprocessing=preprocessing, pixel_mean=zeros, channel_std=ones,
                             zero_init_residual=False, softmax=True, model_kwargs=model_kwargs)
+        if qat_scheme is not None:  # as the trainer rewrote it
+            from keras_resnet.training.qat import quantized_network
+
+            model = quantized_network(model, qat_scheme)[0]
     finally:
         keras.mixed_precision.set_global_policy(previous)
     model.set_weights([np.asarray(w) for w in trained.get_weights()])

@@ -104,7 +104,8 @@ class Trainer:
 
     def build_network(self) -> Any:
         """The training network (logits out, the training images' statistics baked into its
-        input normalisation), built in the strategy's scope."""
+        input normalisation), built in the strategy's scope; with ``qat``, its
+        quantization-aware copy."""
         if self.network is not None:  # built in code: its clone, taking the data's contract
             return self.network.build(self.inputs.contract)
         cfg, stats = self.cfg.model, self.inputs.statistics
@@ -121,6 +122,11 @@ class Trainer:
 
             self.notes += [copy_into(model, self.pretrained, self.inputs.source.labels),
                            freeze_summary(model, cfg.freeze)]
+        if cfg.qat:  # after the trained weights, before the optimizer sees the variables
+            from keras_resnet.training.qat import quantized_network
+
+            model, note = quantized_network(model, cfg.qat_scheme)
+            self.notes.append(note)
         return model
 
     @property

@@ -17,7 +17,7 @@ def _config(*flags: str, family: str = "cifar"):
 
 
 def test_recipes_are_versioned_json() -> None:
-    assert recipes.list_recipes() == ["cifar", "finetune", "imagenet", "modern"]
+    assert recipes.list_recipes() == ["cifar", "finetune", "imagenet", "modern", "qat"]
     for name in recipes.list_recipes():
         recipe = recipes.load_recipe(name)
         assert recipe["name"] == name and isinstance(recipe["version"], int)
