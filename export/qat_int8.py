@@ -138,12 +138,42 @@ def qat_record(scheme: str) -> dict[str, Any]:
             "ranges": "learned in quantization-aware training (no calibration)"}
 
 
+#: How a file is checked where onnxruntime's fused kernels would not compute what the
+#: file says (the QDQ pairs run as written: exact integer arithmetic).
+EXACT_ARITHMETIC = "exact integer arithmetic (onnxruntime, QDQ pairs unfused)"
+
+
+def qat_file_record(scheme: str, exact: bool = False) -> dict[str, Any]:
+    """The ``qat`` entry of each file of a quantization-aware model: its scheme and the
+    arithmetic it was checked with."""
+    return {"scheme": scheme,
+            "checked_with": EXACT_ARITHMETIC if exact else "the runtime's own kernels"}
+
+
+def checked_exactly(artifact: dict[str, Any]) -> bool:
+    """Whether a manifest entry of a quantization-aware model's file is run unfused."""
+    qat = artifact.get("qat")
+    return isinstance(qat, dict) and qat.get("checked_with") == EXACT_ARITHMETIC
+
+
+def qat_manifest(scheme: str, options: Any) -> dict[str, Any]:
+    """The manifest's ``qat`` section: what the files of a quantization-aware model are and
+    what they were judged against."""
+    return {"scheme": scheme, "reference": "model.keras, the quantization-aware model",
+            "min_agreement": float(options.min_agreement),
+            "judged_by": "top-1 agreement with the quantization-aware model (every file)",
+            "float32_files": "compute what the quantization-aware model computes: its "
+                             "rounding kept as quantize/dequantize pairs in float arithmetic",
+            "calibration": None}
+
+
 # --- TFLite -------------------------------------------------------------------------------
 
 def convert_tflite_qat(saved_model_dir: Path, scheme: str, io_type: str = "int8") -> bytes:
     """Full-integer TFLite from a quantization-aware SavedModel, its ranges the learned ones
     (``io_type`` input and output); 7-bit weights are put back on their grid."""
     import tensorflow as tf
+
     from keras_resnet.quantization import QAT_SCHEMES
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -205,6 +235,7 @@ def write_onnx_qat_int8(float_path: Path, out_path: Path, scheme: str,
     """The int8 ONNX file of a quantization-aware model from its float32 file (the tf2onnx
     conversion, whose activations already pass through the learned Q/DQ pairs)."""
     import onnx
+
     from keras_resnet.quantization import QAT_SCHEMES
 
     from .onnx_int8 import INT8_SCHEMES
