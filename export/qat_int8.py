@@ -100,7 +100,7 @@ def settle_qat_options(options: Any, scheme: str, given: Any) -> Any:
     if given.keep_float:
         raise UsageError(f"--keep-float: {what} with every layer int8; a layer kept float "
                          "would compute what it was not trained for (export the float "
-                         "model with --keep-float, or train without that layer quantized)")
+                         "model to keep layers float)")
     if given.layer_report:
         raise UsageError(f"--layer-report compares int8 files with a float model; {what}, "
                          "so its files have no float reference (report on the float model)")
