@@ -247,6 +247,11 @@ def artifact_table(manifest: dict[str, Any]) -> str:
         whole = ", the whole test split" if evaluation.get("whole_split") else ""
         lines.append(f"evaluation: {evaluation.get('samples')} images of "
                      f"{evaluation.get('source')}{whole}")
+    qat = manifest.get("qat")
+    if isinstance(qat, dict):
+        lines.append(f"quantization-aware model ({qat.get('scheme')}): int8 ranges learned in "
+                     "training, no calibration; every file judged by top-1 agreement with it "
+                     f"(at least {float(qat.get('min_agreement', 0)) * 100:.1f}%)")
     for problem in sanity.get("problems", []):
         lines.append(f"sanity check FAILED: {problem}")
     if untrained:

@@ -145,6 +145,23 @@ def test_a_qat_file_below_the_bar_fails() -> None:
     assert not figures["passed"] and figures["top1_agreement"] == pytest.approx(0.99)
 
 
+def test_8_bit_qat_files_are_checked_with_exact_arithmetic(digits: dict,
+                                                          tmp_path: Path) -> None:
+    """u8s8 weights reach 127: onnxruntime's x86 kernels without VNNI could saturate a
+    16-bit sum, so the ONNX file is checked with the QDQ pairs unfused."""
+    qat = _qat(digits, "u8s8")
+    manifest = export_model(qat, tmp_path / "u8s8", formats="onnx",
+                            data=(digits["x_test"], digits["y_test"]), input_range=(0, 1))
+    assert manifest["status"] == "passed" and manifest["qat"]["scheme"] == "u8s8"
+    onnx_int8 = next(a for a in manifest["artifacts"] if a["path"] == "model_int8.onnx")
+    assert onnx_int8["int8"]["max_abs_weight"] == 127
+    assert not onnx_int8["int8"]["saturation_free"]
+    assert onnx_int8["qat"]["checked_with"].startswith("exact integer arithmetic")
+    keras_out = qat.predict(digits["x_test"], verbose=0)
+    exact = OnnxRunner(tmp_path / "u8s8" / "model_int8.onnx", unfused=True)(digits["x_test"])
+    assert _agreement(keras_out, exact) >= BAR
+
+
 @pytest.fixture(scope="module")
 def symmetric_file(digits: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """An s8s8-sym model saved as a .keras file (the trainer's output)."""
