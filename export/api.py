@@ -561,8 +561,10 @@ def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
                        y_eval: np.ndarray | None, eval_spec: dict[str, Any],
                        log: Any, every_image: bool = False
                        ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The Keras model's outputs every artifact is compared with, its logits where it ends in
-    a softmax (else None), and its test top-1 into ``eval_spec`` when the data is labelled."""
+    """The Keras model's outputs every artifact is compared with (on every image when
+    ``every_image``: a quantization-aware model's files are all judged by agreement), its
+    logits where it ends in a softmax (else None), and its test top-1 into ``eval_spec``
+    when the data is labelled."""
     from .verify import reference_outputs
 
     quantized = any(PRECISIONS[QUANTIZE_MODES[m]].by_agreement for m in options.quantize)
