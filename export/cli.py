@@ -283,6 +283,11 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         from .verify import check_verify_arguments, verify_dir
 
         check_verify_arguments(args.samples, args.threads)
+        if args.layers:
+            from .qat_int8 import refuse_qat_dir
+
+            refuse_qat_dir(args.directory, "--layers", "its files all round as it does, so "
+                           "no layer has a float reference (report on the float model)")
 
         report = verify_dir(args.directory, data=args.data, samples=args.samples,
                             threads=args.threads)

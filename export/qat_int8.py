@@ -167,6 +167,18 @@ def qat_manifest(scheme: str, options: Any) -> dict[str, Any]:
             "calibration": None}
 
 
+def refuse_qat_dir(directory: str | Path, flag: str, why: str) -> None:
+    """UsageError naming ``flag`` where ``directory`` holds a quantization-aware model's
+    export (whose files all round as the model does: there is no float file to compare
+    with, and nothing to calibrate)."""
+    from .manifest import read_manifest
+
+    qat = read_manifest(Path(directory)).get("qat")
+    if isinstance(qat, dict):
+        raise UsageError(f"{flag}: {directory} holds the export of a quantization-aware model "
+                         f"({qat.get('scheme')}); {why}")
+
+
 # --- TFLite -------------------------------------------------------------------------------
 
 def convert_tflite_qat(saved_model_dir: Path, scheme: str, io_type: str = "int8") -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from keras_resnet.export import UsageError, export_model, verify_dir
-from keras_resnet.export.cli import export_main
+from keras_resnet.export.cli import export_main, verify_main
 from keras_resnet.export.onnx_export import OnnxRunner
 from keras_resnet.export.onnx_int8 import int8_structure, tensorrt_check
 from keras_resnet.export.tflite import TFLiteRunner
@@ -129,10 +129,14 @@ def test_tflite_int8_weights_keep_the_7_bit_grid(seven_bit: dict) -> None:
     assert len(peaks) == 8 and all(np.all(p == 64) for p in peaks)
 
 
-def test_verify_judges_the_files_against_the_qat_model(seven_bit: dict) -> None:
+def test_verify_judges_the_files_against_the_qat_model(seven_bit: dict,
+                                                       capsys: pytest.CaptureFixture) -> None:
     report = verify_dir(seven_bit["out"])
     assert report["passed"], report["problems"]
     assert all(r["min_agreement"] == BAR for r in report["artifacts"])
+    assert verify_main([str(seven_bit["out"]), "--layers"]) == 2  # no float file to compare
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--layers" in lines[0] and "quantization-aware" in lines[0]
 
 
 def test_a_qat_file_below_the_bar_fails() -> None:
