@@ -86,6 +86,7 @@ def test_int8_files_agree_with_the_qat_model_without_calibration(seven_bit: dict
     # the float32 files keep the rounding: judged by agreement too
     floats = [a for a in manifest["artifacts"] if a["precision"] == "float32"]
     assert floats and all(a["parity"]["top1_agreement"] >= BAR for a in floats)
+    assert all(a["parity"]["min_agreement"] == BAR for a in manifest["artifacts"])
 
 
 def test_onnx_weights_are_int8_per_channel_on_the_7_bit_grid(seven_bit: dict) -> None:
