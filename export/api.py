@@ -20,6 +20,7 @@ from .int8_levers import check_int8_levers
 from .keep_float import check_keep_float_names
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
 from .placement import Placement, check_given, check_output
+from .qat_int8 import model_qat_scheme, settle_qat_options
 from .targets import TARGETS, apply_target, check_target
 from .verify import DEFAULT_MIN_AGREEMENT
 
@@ -72,9 +73,11 @@ class ExportOptions:
     keep_float: list[str] | None = None
 
 
-def validate_options(model: Any, output: Path, options: ExportOptions) -> None:
+def validate_options(model: Any, output: Path, options: ExportOptions,
+                     qat: str | None = None) -> None:
     """Reject bad input before any heavy work; raises UsageError. In-memory calibration and
-    evaluation data are checked and replaced by arrays here."""
+    evaluation data are checked and replaced by arrays here. ``qat``: the scheme a
+    quantization-aware model simulates (its int8 files need no calibration)."""
     from .contract import parse_channels_stat, parse_range
     from .samples import as_samples
 
@@ -84,7 +87,8 @@ def validate_options(model: Any, output: Path, options: ExportOptions) -> None:
     check_int8_levers(options)
     _check_unread_options(options)
     for mode in options.quantize:
-        if PRECISIONS[QUANTIZE_MODES[mode]].calibrated and options.calibration is None:
+        if PRECISIONS[QUANTIZE_MODES[mode]].calibrated and options.calibration is None \
+                and qat is None:
             raise UsageError(f"--quantize {mode} needs a calibration set: --calibration "
                              "digits | tfds:NAME | folder:PATH | synthetic | FILE.npy")
     _check_numbers(model, options)
@@ -320,12 +324,15 @@ def export_model(model: Any, output: str | Path, options: ExportOptions | None =
     if not isinstance(output, str | os.PathLike):
         raise UsageError(f"output must be a directory path (got {output!r})")
     _check_types(options)
+    given, qat = options, model_qat_scheme(model)
     options = apply_target(options)
+    if qat is not None:
+        options = settle_qat_options(options, qat, given)
     check_given(model, output, options)
     output = Path(output)
     log = log or (lambda message: None)
     started = time.perf_counter()
-    validate_options(model, output, options)
+    validate_options(model, output, options, qat)
     with Placement(output, options.force, _input_paths(model, options)) as place:
         staging = place.staging
         source = resolve_model(model, options)
@@ -414,9 +421,11 @@ class _Recorder:
 
     def __init__(self, staging: Path, options: ExportOptions, ref: np.ndarray,
                  logits: np.ndarray | None, x_eval: np.ndarray, y_eval: np.ndarray | None,
-                 log: Any) -> None:
+                 log: Any, qat: str | None = None) -> None:
         self.staging, self.options, self.ref, self.logits, self.log = (
             staging, options, ref, logits, log)
+        #: A quantization-aware model's files are all judged by top-1 agreement with it.
+        self.qat = qat
         self.x_eval, self.y_eval = x_eval, y_eval
         self.required = dict(TARGETS[options.target].checks)
         self.artifacts: list[dict[str, Any]] = []
@@ -437,7 +446,7 @@ class _Recorder:
         if self.options.batch is not None:
             artifact["batch"] = self.options.batch
         runner = make_runner(self.staging, artifact, self.options.threads)
-        full = PRECISIONS[precision].by_agreement or self.y_eval is not None
+        full = PRECISIONS[precision].by_agreement or self.y_eval is not None or bool(self.qat)
         count = len(self.ref) if full else PARITY_BATCH
         out = run_batched(runner, self.x_eval[:count])
         logits = None if self.logits is None else self.logits[:count]
@@ -445,7 +454,7 @@ class _Recorder:
         parity = compare(self.ref[:count], out, judged_precision(precision, runner),
                          self.options.min_agreement, parity_count, logits=logits, file_logits=file_logits(
                              self.staging, artifact, self.options.threads, logits,
-                             self.x_eval[:parity_count]))
+                             self.x_eval[:parity_count]), by_agreement=bool(self.qat))
         accuracy = _accuracy(out, self.y_eval[:count] if self.y_eval is not None else None)
         if accuracy is not None:
             parity["test_top1"] = accuracy
@@ -479,14 +488,18 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
     """Write every artifact into ``staging`` and return the manifest (not yet written)."""
     from keras_resnet.cpu import cpu_info
 
+    from .qat_int8 import job_qat_scheme, qat_manifest
+
     reference_files = _write_reference(source, staging, x_eval[:PARITY_BATCH])
-    ref, logits = _reference_outputs(source, options, x_eval, y_eval, eval_spec, log)
+    job = ExportJob(source, staging, options, calib)
+    qat = job_qat_scheme(job)
+    ref, logits = _reference_outputs(source, options, x_eval, y_eval, eval_spec, log,
+                                     qat is not None)
     sanity = _sanity(source, eval_spec, ref, y_eval)
     if not sanity["passed"]:
         log("keras: sanity check FAILED: " + "; ".join(sanity["problems"]))
-    record = _Recorder(staging, options, ref, logits, x_eval, y_eval, log)
-    notes = list(source.notes) + _write_artifacts(ExportJob(source, staging, options, calib),
-                                                  record)
+    record = _Recorder(staging, options, ref, logits, x_eval, y_eval, log, qat)
+    notes = list(source.notes) + _write_artifacts(job, record)
     passed = all(a["parity"]["passed"] for a in record.artifacts) and sanity["passed"]
     batch = options.batch
     layers = _layer_report(source, staging, options, record.artifacts, x_eval)
@@ -514,6 +527,7 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
         "artifacts": record.artifacts,
         "notes": notes,
         **({"layers": layers} if layers is not None else {}),
+        **({"qat": qat_manifest(qat, options)} if qat is not None else {}),
     }
 
 
@@ -545,14 +559,17 @@ def _layer_report(source: Any, staging: Path, options: ExportOptions,
 
 def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
                        y_eval: np.ndarray | None, eval_spec: dict[str, Any],
-                       log: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """The Keras model's outputs every artifact is compared with, its logits where it ends in
-    a softmax (else None), and its test top-1 into ``eval_spec`` when the data is labelled."""
+                       log: Any, every_image: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The Keras model's outputs every artifact is compared with (on every image when
+    ``every_image``: a quantization-aware model's files are all judged by agreement), its
+    logits where it ends in a softmax (else None), and its test top-1 into ``eval_spec``
+    when the data is labelled."""
     from .verify import reference_outputs
 
     quantized = any(PRECISIONS[QUANTIZE_MODES[m]].by_agreement for m in options.quantize)
     # Every sample when quantized models are judged by agreement or accuracy is measured.
-    full = quantized or y_eval is not None
+    full = quantized or y_eval is not None or every_image
     reference_count = len(x_eval) if full else min(PARITY_BATCH, len(x_eval))
     log(f"keras: reference outputs on {reference_count} images")
     ref, logits = reference_outputs(source.model, x_eval[:reference_count])

@@ -247,6 +247,11 @@ def artifact_table(manifest: dict[str, Any]) -> str:
         whole = ", the whole test split" if evaluation.get("whole_split") else ""
         lines.append(f"evaluation: {evaluation.get('samples')} images of "
                      f"{evaluation.get('source')}{whole}")
+    qat = manifest.get("qat")
+    if isinstance(qat, dict):
+        lines.append(f"quantization-aware model ({qat.get('scheme')}): int8 ranges learned in "
+                     "training, no calibration; every file judged by top-1 agreement with it "
+                     f"(at least {float(qat.get('min_agreement', 0)) * 100:.1f}%)")
     for problem in sanity.get("problems", []):
         lines.append(f"sanity check FAILED: {problem}")
     if untrained:
@@ -278,6 +283,11 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         from .verify import check_verify_arguments, verify_dir
 
         check_verify_arguments(args.samples, args.threads)
+        if args.layers:
+            from .qat_int8 import refuse_qat_dir
+
+            refuse_qat_dir(args.directory, "--layers", "its files all round as it does, so "
+                           "no layer has a float reference (report on the float model)")
 
         report = verify_dir(args.directory, data=args.data, samples=args.samples,
                             threads=args.threads)

@@ -169,9 +169,17 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
     if precision == "float32":
         info = convert_onnx(job.source.model, path, job.source.input_shape, options.opset,
                             options.nchw, onnx_metadata(job.source), options.batch)
-        return Written(rel, {**layout, **info})
+        from .qat_int8 import job_qat_scheme, qat_file_record
+
+        qat = job_qat_scheme(job)  # its Q/DQ pairs, which fused kernels would not keep
+        return Written(rel, {**layout, **info, **(
+            {"qat": qat_file_record(qat, exact=True)} if qat else {})})
     if precision == "float16":
         return Written(rel, {**layout, **convert_onnx_float16(float_path, path)})
+    from .qat_int8 import job_qat_scheme
+
+    if job_qat_scheme(job) is not None:
+        return _write_qat_int8(job, float_path, path, rel, layout)
     from .keep_float import onnx_int8_with_fallback
     from .onnx_int8 import INT8_SCHEMES, int8_structure, quantize_onnx_int8, tensorrt_check
 
@@ -195,7 +203,30 @@ def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> On
     """The runner of the ``onnx`` row (NCHW files are fed transposed inputs; an int8 file
     whose scheme is meant for another runtime runs with exact integer arithmetic)."""
     from .onnx_int8 import INT8_SCHEMES
+    from .qat_int8 import checked_exactly
 
     scheme = INT8_SCHEMES.get((artifact.get("int8") or {}).get("scheme", ""))
     return OnnxRunner(path, threads, nchw=artifact.get("layout") == "NCHW",
-                      unfused=bool(scheme and scheme.reference_arithmetic))
+                      unfused=bool(scheme and scheme.reference_arithmetic)
+                      or checked_exactly(artifact))
+
+
+def _write_qat_int8(job: ExportJob, float_path: Path, path: Path, rel: str,
+                    layout: dict[str, str]) -> Written:
+    """The int8 file of a quantization-aware model: its float32 file's weights made int8,
+    the learned Q/DQ pairs kept (:mod:`.qat_int8`); checked with exact arithmetic where
+    its scheme is meant for another runtime or onnxruntime's x86 kernels could saturate."""
+    from .formats import Written
+    from .onnx_int8 import INT8_SCHEMES, int8_structure, tensorrt_check
+    from .qat_int8 import job_qat_scheme, qat_file_record, qat_record, write_onnx_qat_int8
+    from .targets import requires_check
+
+    scheme = job_qat_scheme(job)
+    facts = write_onnx_qat_int8(float_path, path, scheme, onnx_metadata(job.source))
+    structure = int8_structure(path)
+    exact = INT8_SCHEMES[scheme].reference_arithmetic or not structure["saturation_free"]
+    int8 = {**qat_record(scheme), **facts, **structure}
+    wanted = requires_check(job.options.target, "onnx/int8", "tensorrt")
+    return Written(rel, {**layout, **describe_onnx(path), "int8": int8,
+                         "qat": qat_file_record(scheme, exact)},
+                   {"tensorrt": tensorrt_check(path)} if wanted else None)

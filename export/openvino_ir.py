@@ -115,7 +115,12 @@ def _source_onnx(job: ExportJob, precision: str) -> Path:
             job.scratch.append(scratch)
             convert_onnx(job.source.model, float_path, job.source.input_shape, options.opset,
                          False, onnx_metadata(job.source), options.batch)
-        if wanted == "int8":
+        from .qat_int8 import job_qat_scheme, write_onnx_qat_int8
+
+        if wanted == "int8" and job_qat_scheme(job) is not None:
+            write_onnx_qat_int8(float_path, path, job_qat_scheme(job),
+                                onnx_metadata(job.source))
+        elif wanted == "int8":
             from .onnx_int8 import quantize_onnx_int8
 
             quantize_onnx_int8(float_path, path, job.calib, onnx_metadata(job.source),
@@ -145,9 +150,15 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
         "input": {"name": model.inputs[0].get_any_name(),
                   "shape": _dims(model.inputs[0].get_partial_shape())},
         "output": {"shape": _dims(model.outputs[0].get_partial_shape())}}
+    from .qat_int8 import job_qat_scheme, qat_file_record, qat_record
+
+    qat = job_qat_scheme(job)
+    if qat is not None:
+        info["qat"] = qat_file_record(qat)
     if precision == "int8":
-        info["int8"] = {"scheme": job.options.int8_scheme,
-                        "calibration_method": job.options.calibration_method,
+        info["int8"] = {**({"scheme": job.options.int8_scheme,
+                            "calibration_method": job.options.calibration_method}
+                           if qat is None else qat_record(qat)),
                         "fake_quantize_nodes": sum(op.get_type_name() == "FakeQuantize"
                                                    for op in model.get_ops())}
     return Written(rel, info)

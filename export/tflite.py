@@ -149,6 +149,11 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
         return convert_tflite(source, precision, job.calib if precision == "int8" else None,
                               job.options.int8_io)
 
+    from .qat_int8 import job_qat_scheme
+
+    qat = job_qat_scheme(job)
+    if qat is not None:
+        return _write_qat(job, precision, source, rel, qat)
     if precision != "int8":
         path.write_bytes(convert())
         return Written(rel, {"layout": "NHWC", **describe_tflite(path)})
@@ -167,3 +172,22 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
 def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> TFLiteRunner:
     """The runner of the ``tflite`` row."""
     return TFLiteRunner(path, threads)
+
+
+def _write_qat(job: ExportJob, precision: str, saved_model: Path, rel: str,
+               scheme: str) -> Written:
+    """A quantization-aware model's file: float32 keeps its rounding as QUANTIZE/DEQUANTIZE
+    ops; int8 takes the learned ranges (:mod:`.qat_int8`), with no calibration."""
+    from .formats import Written
+    from .qat_int8 import convert_tflite_qat, qat_file_record, qat_record
+    from .targets import requires_check
+
+    path = job.staging / rel
+    if precision == "int8":
+        path.write_bytes(convert_tflite_qat(saved_model, scheme, job.options.int8_io))
+    else:
+        path.write_bytes(convert_tflite(saved_model, precision))
+    info = {"layout": "NHWC", **describe_tflite(path), "qat": qat_file_record(scheme),
+            **({"int8": qat_record(scheme)} if precision == "int8" else {})}
+    wanted = requires_check(job.options.target, f"tflite/{precision}", "npu")
+    return Written(rel, info, {"npu": npu_check(path)} if wanted else None)

@@ -34,8 +34,8 @@ def is_probabilities(y: np.ndarray) -> bool:
 
 def compare(reference: np.ndarray, output: np.ndarray, precision: str,
             min_agreement: float = DEFAULT_MIN_AGREEMENT, parity_count: int | None = None,
-            logits: np.ndarray | None = None, file_logits: np.ndarray | None = None
-            ) -> dict[str, Any]:
+            logits: np.ndarray | None = None, file_logits: np.ndarray | None = None,
+            by_agreement: bool = False) -> dict[str, Any]:
     """Parity figures of ``output`` against the Keras ``reference`` and whether they pass.
 
     Float precisions are judged over the first ``parity_count`` samples: on logits when
@@ -45,7 +45,8 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str,
     probability is resolvable, relative to the logits' scale; otherwise on the outputs
     (relative to their scale unless they are probabilities). Rows whose softmax is saturated
     (one class holds all the probability) are counted and named. Quantized precisions are
-    judged on top-1 agreement over all samples.
+    judged on top-1 agreement over all samples, as is every file with ``by_agreement`` (the
+    files of a quantization-aware model, which round as it does).
     """
     reference = np.asarray(reference, np.float32)
     output = np.asarray(output, np.float32)
@@ -63,7 +64,7 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str,
     if probabilities:
         figures["saturated_rows"] = int(np.sum(np.max(reference[:count], axis=1)
                                                >= np.float32(1) - np.float32(6e-8)))
-    if precision in AGREEMENT_PRECISIONS and reference.ndim == 2:
+    if (precision in AGREEMENT_PRECISIONS or by_agreement) and reference.ndim == 2:
         figures["min_agreement"] = float(min_agreement)
         figures["passed"] = figures["top1_agreement"] >= min_agreement
         return figures
@@ -343,7 +344,8 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
             out = run_batched(runner, x_all)
             figures = compare(ref, out, judged_precision(artifact["precision"], runner),
                               min_agreement, len(x), logits=logits, file_logits=file_logits(
-                                  directory, artifact, threads, logits, x))
+                                  directory, artifact, threads, logits, x),
+                              by_agreement="qat" in manifest)
         except Exception as exc:  # a runtime that cannot load or run the file is a failure
             figures = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
         if not figures["passed"]:

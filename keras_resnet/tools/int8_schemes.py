@@ -149,6 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--methods: choose from {', '.join(CALIBRATION_METHODS)}")
     if not (args.directory / "model.onnx").is_file():
         p.error(f"{args.directory} has no model.onnx (export with the onnx format)")
+    from .errors import UsageError
+    from .qat_int8 import refuse_qat_dir
+
+    try:
+        refuse_qat_dir(args.directory, "int8_schemes", "its int8 scheme is the one it was "
+                       "trained for and its ranges are learned: there is nothing to calibrate")
+    except UsageError as exc:
+        p.error(str(exc))
     if args.runs < 1 or args.threads < 1:
         p.error("--runs and --threads must be at least 1")
     rows = compare_schemes(args.directory, schemes, args.runs, args.threads, args.emulate,
