@@ -163,9 +163,7 @@ def resolve_qat(cfg: Any) -> Any:
 def quantized_network(model: Any, scheme: str) -> tuple[Any, str]:
     """The quantization-aware copy of the trainer's float network (trained weights in,
     ``trainable`` flags kept), and a line for the run's log. Batch norms that no convolution
-    absorbs (pre-activation networks) are frozen too, so that every batch norm normalises
-    with its moving statistics, as the int8 file will: ranges observed with batch
-    statistics would not fit the exported network."""
+    absorbs (pre-activation networks) are frozen by the rewrite (moving statistics)."""
     import keras
 
     from keras_resnet.quantization import quantize_model, quantizers
@@ -173,8 +171,6 @@ def quantized_network(model: Any, scheme: str) -> tuple[Any, str]:
     quantized = quantize_model(model, scheme)
     unfolded = [layer for layer in quantized._flatten_layers(include_self=False)
                 if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in unfolded:
-        layer.trainable = False
     kept = f", {len(unfolded)} unfolded batch norms frozen" if unfolded else ""
     return quantized, (f"qat: int8 simulated ({scheme}: {QAT_SCHEMES[scheme].summary}); "
                        f"batch norm folded{kept}, {len(quantizers(quantized))} activation "

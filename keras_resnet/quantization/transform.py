@@ -3,7 +3,8 @@
 - Every ``Conv2D`` followed by a ``BatchNormalization`` becomes one :class:`QuantConv2D`
   whose batch norm is folded into the kernel and bias with its moving statistics, which stay
   frozen (Jacob et al. 2018, sec. 3.2; Krishnamoorthi 2018, sec. 3.2); the batch norm's
-  place is kept by an ``Identity`` of the same name.
+  place is kept by an ``Identity`` of the same name. Batch norms no convolution absorbs
+  (pre-activation networks) are frozen: they normalise with their moving statistics.
 - Every ``Dense`` becomes a :class:`QuantDense` (per-channel weights, 8-bit logits).
 - Every tensor an int8 runtime keeps in 8 bits passes through one
   :class:`ActivationQuantizer`: ReLU, Add, pooling and unfolded batch-norm outputs,
@@ -74,7 +75,10 @@ class _Rewriter:
 
     def clone(self, layer: Any) -> Any:
         new = self._replacement(layer)
-        new.trainable = layer.trainable
+        # A batch norm no convolution absorbs (pre-activation networks) normalises with its
+        # moving statistics, as the int8 file will: ranges observed under batch statistics
+        # would not fit the exported network.
+        new.trainable = layer.trainable and not isinstance(new, keras.layers.BatchNormalization)
         self.originals[id(new)] = (new, layer)
         return new
 
