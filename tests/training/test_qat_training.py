@@ -158,3 +158,51 @@ def test_observer_freeze_ends_a_loop_at_its_step_and_fires_once() -> None:
     Controller(trainer, [At(), Every(5, lambda s: None)], start_step=0, total_steps=20).run()
     assert fired == [6] and trainer.loops == [2, 3, 1, 4, 5, 5]  # 2: the warm-up steps
     assert (freeze_step(0.01, 20), freeze_step(1.0, 20)) == (1, 20)
+
+
+@pytest.fixture(scope="module")
+def trained_qat_run(tmp_path_factory) -> Path:
+    """A float ResNet-8 trained to well above chance (250 steps of 64 at 16 px, no flips:
+    these are digits), then 30 QAT steps of it: a network whose top-1 margins mean
+    something (a barely trained one has many near-ties, which any rounding flips)."""
+    root = tmp_path_factory.mktemp("qat-trained")
+    small = [a for a in SMALL if a not in ("--eval-examples", "32")]
+    assert cli.run_train([*small, "--depth", "8", "--steps", "250", "--batch-size", "64",
+                          "--seed", "0", "--precision", "float32", "--no-flip",
+                          "--model-dir", str(root / "float")]) == 0
+    assert cli.run_train([*small, "--qat", "int8", "--steps", "30", "--batch-size", "64",
+                          "--seed", "0", "--no-flip", "--weights", str(root / "float"),
+                          "--model-dir", str(root / "qat")]) == 0
+    return root / "qat"
+
+
+def test_export_of_a_qat_run_needs_no_calibration_and_agrees_with_it(trained_qat_run,
+                                                                    tmp_path) -> None:
+    """The run's model.keras through keras-resnet-export's command line: int8 TFLite and
+    ONNX from the learned ranges (no --calibration), each agreeing with the QAT network on
+    at least 99.5 % of the 360 test digits, which the export checks and the manifest
+    records."""
+    from keras_resnet.export.cli import export_main
+    from keras_resnet.export.onnx_export import OnnxRunner
+    from keras_resnet.export.samples import load_samples
+    from keras_resnet.export.tflite import TFLiteRunner
+
+    import keras_resnet
+
+    qat_dir = trained_qat_run
+    assert json.loads((qat_dir / "metrics.json").read_text())["eval_top1"] > 0.9
+    out = tmp_path / "files"
+    assert export_main([str(qat_dir / "model.keras"), "-o", str(out), "--formats",
+                        "tflite,onnx", "--quantize", "int8", "--data", "digits"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["calibration"] is None
+    int8 = [a for a in manifest["artifacts"] if a["precision"] == "int8"]
+    assert {a["format"] for a in int8} == {"tflite", "onnx"}
+    assert all(a["int8"]["source"] == "qat" and a["parity"]["top1_agreement"] >= 0.995
+               for a in int8)
+    # Our own look: the files against the QAT network, on raw pixels as the contract says.
+    x, _ = load_samples("digits", "test", 360, (16, 16), 0)
+    reference = keras_resnet.load_model(qat_dir / "model.keras").predict(x, verbose=0)
+    for runner in (TFLiteRunner(out / "model_int8.tflite", 1), OnnxRunner(out / "model_int8.onnx", 1)):
+        got = np.concatenate([runner(x[i:i + 1]) for i in range(len(x))])
+        assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.995
