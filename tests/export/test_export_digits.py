@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from keras_resnet.export import bench_dir, export_model, verify_dir
+from keras_resnet.export import bench_dir, verify_dir
 from keras_resnet.export.cli import bench_main, verify_main
 from keras_resnet.export.manifest import sha256_path
 from keras_resnet.training.data import load_digits_arrays
@@ -21,11 +21,9 @@ LABELS = [str(i) for i in range(10)]
 
 
 @pytest.fixture(scope="module")
-def exported(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("exports") / "digits"
-    export_model(str(trained_model), out, quantize=["float16", "dynamic", "int8"],
-                 calibration="digits", samples=300)
-    return out
+def exported(digits_export: Path) -> Path:
+    """The digits ResNet-8 in every format and precision (tests/export/conftest.py)."""
+    return digits_export
 
 
 def _manifest(directory: Path) -> dict:
