@@ -19,7 +19,7 @@ METRIC_KEYS = {"step", "epoch", "train_loss", "eval_top1", "eval_top5", "train_i
                "num_replicas", "precision", "strategy"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=600)
 def test_resnet20_digits_reaches_90_percent(tmp_path: Path, th, capsys) -> None:
     import keras
 
