@@ -3,9 +3,9 @@
 pytest-xdist hands each file to one worker, by default the files with the most tests first;
 the long files here hold one or two tests (a training run, a full export), so they came last
 and one worker ran them while the other sat idle. Files marked ``slow`` (``pytestmark`` or a
-test's mark) now go first, the longest first (``@pytest.mark.slow(seconds=...)``, the time the
-file took on one core of a 2-core AVX2 CPU while the other ran the rest), and the rest follow
-in collection order, so the short files fill in around the long ones.
+test's mark) now go first, the longest first (``@pytest.mark.slow(seconds=...)``: about the
+seconds the file takes on one core of a 2-core AVX2 EPYC; only the order they give matters),
+and the rest follow in collection order, so the short files fill in around the long ones.
 """
 
 from __future__ import annotations
