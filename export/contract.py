@@ -1,21 +1,24 @@
-"""The input contract of an exported model: what one input image must look like (pixel range,
-mean and std, channel order, layout, size), read from what the model records or stated by the
-user, and the conversion of raw RGB 0..255 images (what every data source yields) into it."""
+"""The input contract of an exported model (:class:`keras_resnet.contract.InputContract`: pixel
+range, mean and std, channel order, layout, size), read from what the model records or stated
+by the user."""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from keras_resnet import contract as shared
+from keras_resnet.contract import RANGES, InputContract, floats
 
-#: The ranges a contract may name (the pixel scale before any mean/std).
-RANGES = {"0,255": (0.0, 255.0), "0,1": (0.0, 1.0)}
+from .errors import UsageError, as_export_errors
+
+__all__ = ["RANGES", "InputContract", "contract_from_json", "parse_channels_stat",
+           "parse_range", "recorded_contract", "stated_contract", "zoo_contract"]
+
 #: The zoo's preprocessing modes (``keras_resnet.model_info(name)["preprocessing"]``).
 ZOO_MODES = {
     "none": {"range": (0.0, 255.0), "channels": "RGB"},
@@ -29,46 +32,6 @@ HOW_TO_STATE = ("state it: input_range=(0, 1) or (0, 255) in Python, --input-ran
                 "expects normalised inputs)")
 
 
-@dataclass(frozen=True)
-class InputContract:
-    """One input image: ``layout`` float32 of ``size``, channels in ``channels`` order,
-    pixels scaled to ``range`` and then, when ``mean`` is given, ``(x - mean) / std``."""
-
-    range: tuple[float, float]
-    channels: str = "RGB"
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    size: tuple[int, int] = (0, 0)
-    layout: str = "NHWC"
-    #: Where the contract was read from (or ``stated by the user``).
-    read_from: str = ""
-
-    def to_model(self, pixels: np.ndarray) -> np.ndarray:
-        """Raw RGB pixels 0..255 (NHWC) -> model input under this contract."""
-        x = np.asarray(pixels, np.float32)
-        if self.channels == "BGR":
-            x = x[..., ::-1]
-        x = x * np.float32(self.range[1] / 255.0)
-        if self.mean is not None:
-            std = np.asarray(self.std if self.std is not None else [1.0], np.float32)
-            x = (x - np.asarray(self.mean, np.float32)) / std
-        return np.ascontiguousarray(x, np.float32)
-
-    def describe(self) -> str:
-        low, high = (_number(v) for v in self.range)
-        text = f"{self.channels} pixels {low}..{high}"
-        if self.mean is not None:
-            text += f", then (x - mean {list(self.mean)}) / std {list(self.std or [1.0])}"
-        return f"{text}, float32 {self.layout} {self.size[0]}x{self.size[1]}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"range": [_number(v) for v in self.range], "channels": self.channels,
-                "mean": list(self.mean) if self.mean is not None else None,
-                "std": list(self.std) if self.std is not None else None,
-                "layout": self.layout, "size": list(self.size), "read_from": self.read_from,
-                "description": self.describe()}
-
-
 def contract_from_json(data: Any) -> InputContract | None:
     """The contract a manifest records (None for a manifest written before contracts)."""
     if not isinstance(data, dict) or not isinstance(data.get("range"), list):
@@ -76,7 +39,7 @@ def contract_from_json(data: Any) -> InputContract | None:
     try:
         return InputContract(range=tuple(float(v) for v in data["range"]),
                              channels=str(data.get("channels", "RGB")),
-                             mean=_floats(data.get("mean")), std=_floats(data.get("std")),
+                             mean=floats(data.get("mean")), std=floats(data.get("std")),
                              size=tuple(int(v) for v in data.get("size", (0, 0))),
                              layout=str(data.get("layout", "NHWC")),
                              read_from=str(data.get("read_from", "")))
@@ -85,45 +48,16 @@ def contract_from_json(data: Any) -> InputContract | None:
                          "contract") from None
 
 
-def _floats(value: Any) -> tuple[float, ...] | None:
-    return None if value is None else tuple(float(v) for v in value)
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
-
-
 def parse_range(value: Any) -> tuple[float, float] | None:
     """``input_range``: (0, 1), (0, 255), "0,1", "0..255" or None; UsageError otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        key = value.replace("..", ",").replace(" ", "")
-    elif isinstance(value, tuple | list) and len(value) == 2 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-        key = f"{_number(value[0])},{_number(value[1])}"
-    else:
-        key = None
-    if key not in RANGES:
-        raise UsageError(f"input_range (--input-range) must be 0,1 or 0,255 (got {value!r})")
-    return RANGES[key]
+    with as_export_errors():
+        return shared.parse_range(value)
 
 
 def parse_channels_stat(value: Any, name: str) -> tuple[float, ...] | None:
     """``mean``/``std``: one number, three numbers, or "a,b,c"; UsageError otherwise."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else (
-        [value] if isinstance(value, int | float) else value)
-    try:
-        numbers = tuple(float(v) for v in items)
-    except (TypeError, ValueError):
-        numbers = ()
-    if len(numbers) not in (1, 3) or not all(np.isfinite(numbers)) or (
-            name == "std" and any(v <= 0 for v in numbers)):
-        raise UsageError(f"{name} (--{name}) must be one or three finite numbers"
-                         f"{', all above 0' if name == 'std' else ''} (got {value!r})")
-    return numbers * 3 if len(numbers) == 1 else numbers
+    with as_export_errors():
+        return shared.parse_channel_stat(value, name)
 
 
 def stated_contract(options: Any, size: tuple[int, int]) -> InputContract | None:
@@ -146,7 +80,7 @@ def zoo_contract(mode: str, size: tuple[int, int], read_from: str) -> InputContr
     """The contract of a zoo preprocessing mode (a zoo model built by the exporter)."""
     row = ZOO_MODES.get(mode, ZOO_MODES["none"])
     return InputContract(range=row["range"], channels=row["channels"],
-                         mean=_floats(row.get("mean")), std=_floats(row.get("std")),
+                         mean=floats(row.get("mean")), std=floats(row.get("std")),
                          size=size, read_from=read_from)
 
 

@@ -1,5 +1,8 @@
 """Exceptions the command-line tools map to exit codes (:mod:`keras_resnet.console`)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from keras_resnet.console import CommandError
 from keras_resnet.console import UsageError as _ConsoleUsageError
 
@@ -20,3 +23,14 @@ class VerificationFailed(ExportError):
     """An artifact failed its parity or integrity check: exit code 1."""
 
     exit_code = 1
+
+
+@contextmanager
+def as_export_errors() -> Iterator[None]:
+    """Usage errors of the shared layers (data, input contract) as the export package's own."""
+    try:
+        yield
+    except _ConsoleUsageError as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(str(exc)) from None

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
+pytestmark = pytest.mark.slow(seconds=800)  # trains ResNet-20 for 200 steps, then exports
 
 
 def quick_start() -> str:

@@ -154,7 +154,7 @@ def _plan_data(plan: _Plan, data: Any, validation: Any, settings: dict[str, Any]
     if "validation" in parts:  # in the training data's contract (a source's: 0..255)
         same = contract or in_memory.Contract()
         if same.mean is None:
-            in_memory.resolve_contract(parts["validation"][0], same.input_range, None, None)
+            in_memory.resolve_contract(parts["validation"][0], same.range, None, None)
     names = [f"in-memory:{in_memory.digest(*parts['data'])}" if "data" in parts else data]
     if validation is not None:
         names.append(f"validation:{in_memory.digest(*parts['validation'])}"
@@ -162,7 +162,7 @@ def _plan_data(plan: _Plan, data: Any, validation: Any, settings: dict[str, Any]
     args.dataset = "+".join(names)
     plan.contract, plan.source = contract, (parts, data, validation)
     if contract is not None:
-        args.input_range, args.mean, args.std = (contract.to_json()[k]
+        args.input_range, args.mean, args.std = (contract.run_json()[k]
                                                  for k in ("input_range", "mean", "std"))
         if args.input_size is None and plan.network is None:
             args.input_size = int(parts["data"][0].shape[1])

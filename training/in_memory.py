@@ -7,7 +7,7 @@ that range) say the arrays were normalised as ``(pixel - mean) / std``. Left out
 is read from the values (all in 0..1: ``(0, 1)``; all in 0..255: ``(0, 255)``; anything else
 is refused: state it). The source converts every image to RGB pixels 0..255, what the
 trainer's pipelines, augmentation and statistics work in; the trained network takes the
-arrays' own contract again (:class:`Contract`).
+arrays' own contract again (:class:`keras_resnet.contract.InputContract`, here ``Contract``).
 
 A ``tf.data.Dataset`` is read once into memory (it must be finite); without ``validation``
 every 10th example (positions 9, 19, ...) is held out for evaluation, the rule of image
@@ -17,97 +17,27 @@ folders (:data:`keras_resnet.training.data.HOLD_OUT`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from keras_resnet.training.data import HOLD_OUT, Source
 from keras_resnet.training.errors import UsageError
 
-RANGES = {(0.0, 1.0), (0.0, 255.0)}
+from keras_resnet.contract import InputContract as Contract
+from keras_resnet.contract import check_images, parse_channel_stat, parse_range, read_images
 
+__all__ = ["Contract", "array_source", "as_arrays", "combined", "digest", "hold_out",
+           "resolve_contract"]
 
-@dataclass(frozen=True)
-class Contract:
-    """What the data (and so the trained network) hold: pixels in ``input_range``, then
-    ``(x - mean) / std`` when ``mean`` is given."""
-
-    input_range: tuple[float, float] = (0.0, 255.0)
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    @property
-    def is_raw_pixels(self) -> bool:
-        """RGB pixels 0..255, what every source name yields."""
-        return self.input_range == (0.0, 255.0) and self.mean is None
-
-    def affine(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(a, b)`` per channel with ``pixel_0_255 = (x - a) / b`` for data ``x``."""
-        low, high = self.input_range
-        mean = np.asarray(self.mean if self.mean is not None else [0.0] * 3, np.float64)
-        std = np.asarray(self.std if self.std is not None else [1.0] * 3, np.float64)
-        return (low - mean) / std, (high - low) / (255.0 * std)
-
-    def to_pixels(self, x: Any) -> Any:
-        """Data (numpy or tensor) -> RGB pixels 0..255."""
-        a, b = self.affine()
-        return (x - a.astype(np.float32)) / b.astype(np.float32)
-
-    def to_data(self, pixels: Any) -> Any:
-        """RGB pixels 0..255 (numpy or tensor) -> the data's contract."""
-        a, b = self.affine()
-        return pixels * b.astype(np.float32) + a.astype(np.float32)
-
-    @classmethod
-    def recorded(cls, labels: dict[str, Any]) -> Contract:
-        """The contract a run's labels.json records (raw pixels 0..255 when it has none)."""
-        found = labels.get("input_range")
-        if not isinstance(found, list) or len(found) != 2:
-            return cls()
-        mean, std = labels.get("mean"), labels.get("std")
-        return cls((float(found[0]), float(found[1])),
-                   tuple(mean) if mean is not None else None,
-                   tuple(std) if std is not None else None)
-
-    def layer(self, *, to_data: bool, name: str) -> Any:
-        """A Keras ``Normalization`` layer (safe to load) mapping pixels 0..255 to the data
-        (``to_data``) or the data to pixels 0..255."""
-        import keras
-
-        a, b = self.affine()
-        return keras.layers.Normalization(axis=-1, mean=a.tolist(), variance=(b**2).tolist(),
-                                          invert=to_data, dtype="float32", name=name)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``input_range``/``mean``/``std`` keys of labels.json and run_config.json."""
-        return {"input_range": list(self.input_range),
-                "mean": list(self.mean) if self.mean is not None else None,
-                "std": list(self.std) if self.std is not None else None}
-
-    def describe(self) -> str:
-        low, high = (f"{v:g}" for v in self.input_range)
-        text = f"RGB float32 {low}..{high}"
-        if self.mean is not None:
-            text += f", normalised (x - {list(self.mean)}) / {list(self.std)}"
-        return text
-
-
-def _channels(value: Any, name: str) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    values = np.atleast_1d(np.asarray(value, np.float64)).reshape(-1)
-    if values.size == 1:
-        values = np.repeat(values, 3)
-    if values.size != 3 or not np.all(np.isfinite(values)):
-        raise UsageError(f"{name} must be one number or three (R, G, B), got {value!r}")
-    if name == "std" and np.any(values <= 0):
-        raise UsageError(f"std must be positive, got {value!r}")
-    return tuple(float(v) for v in values)
+#: What ``train()`` takes as data (named in errors).
+ACCEPTED = ("a source name (digits, synthetic, folder:PATH, tfds:NAME, ...), an (x, y) pair of "
+            "arrays or a tf.data.Dataset of (image, label)")
 
 
 def resolve_contract(images: np.ndarray, input_range: Any, mean: Any, std: Any) -> Contract:
     """The contract ``images`` hold: as stated, or (raw pixels) read from their values."""
-    mean_c, std_c = _channels(mean, "mean"), _channels(std, "std")
+    mean_c = parse_channel_stat(mean, "mean", flag=False)
+    std_c = parse_channel_stat(std, "std", flag=False)
     if (mean_c is None) != (std_c is None):
         raise UsageError("give mean= and std= together (per channel, in input_range)")
     low, high = float(np.min(images)), float(np.max(images))
@@ -122,16 +52,11 @@ def resolve_contract(images: np.ndarray, input_range: Any, mean: Any, std: Any) 
         raise UsageError(f"the images hold values in [{low:g}, {high:g}]: state "
                          "input_range=(0, 1) or (0, 255), with mean=/std= when they are "
                          "normalised")
-    try:
-        stated = tuple(float(v) for v in input_range)
-    except (TypeError, ValueError):
-        stated = ()
-    if stated not in RANGES:
-        raise UsageError(f"input_range must be (0, 1) or (0, 255), got {input_range!r}")
+    stated = parse_range(input_range, flag=False)
     if mean_c is None and (low < stated[0] or high > stated[1]):
         raise UsageError(f"input_range={input_range!r}, but the images hold values in "
                          f"[{low:g}, {high:g}]")
-    return Contract(stated, mean_c, std_c)
+    return Contract(stated, mean=mean_c, std=std_c)
 
 
 def as_arrays(data: Any, role: str) -> tuple[np.ndarray, np.ndarray]:
@@ -140,40 +65,17 @@ def as_arrays(data: Any, role: str) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, tuple | list) and len(data) == 2:
         x, y = np.asarray(data[0]), np.asarray(data[1])
     else:
-        x, y = _read_dataset(data, role)
+        import tensorflow as tf
+
+        if not isinstance(data, tf.data.Dataset):
+            raise UsageError(f"{role} must be {ACCEPTED}; got {type(data).__name__}")
+        x, y, _ = read_images(data, role, ACCEPTED)
+        if y is None:
+            raise UsageError(f"{role}: the tf.data.Dataset must yield (image, label) pairs")
     if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] != x.shape[2]:
         raise UsageError(f"{role}: images must be square RGB (N, H, W, 3), got shape "
                          f"{tuple(x.shape)}")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or len(y) != len(x) or not len(x):
-        raise UsageError(f"{role}: labels must be (N,) integers for N > 0 images, got shape "
-                         f"{tuple(y.shape)} for {len(x)} images")
-    if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-        raise UsageError(f"{role}: labels must be integers 0..classes-1 (class indices)")
-    if not np.all(np.isfinite(x)):
-        raise UsageError(f"{role}: the images hold NaN or infinite values")
-    return x.astype(np.float32), y.astype(np.int64)
-
-
-def _read_dataset(data: Any, role: str) -> tuple[np.ndarray, np.ndarray]:
-    import tensorflow as tf
-
-    if not isinstance(data, tf.data.Dataset):
-        raise UsageError(f"{role} must be a source name (digits, synthetic, folder:PATH, "
-                         "tfds:NAME, ...), an (x, y) pair of arrays or a tf.data.Dataset of "
-                         f"(image, label); got {type(data).__name__}")
-    if data.cardinality() == tf.data.INFINITE_CARDINALITY:
-        raise UsageError(f"{role}: the tf.data.Dataset is infinite (drop .repeat())")
-    spec = data.element_spec
-    if not isinstance(spec, tuple) or len(spec) != 2:
-        raise UsageError(f"{role}: the tf.data.Dataset must yield (image, label) pairs")
-    if spec[0].shape.rank == 4:
-        data = data.unbatch()
-    pairs = list(data.batch(1024).as_numpy_iterator())
-    if not pairs:
-        raise UsageError(f"{role}: the tf.data.Dataset is empty")
-    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    return check_images(x, y, role)
 
 
 def digest(*arrays: np.ndarray) -> str:
@@ -200,7 +102,7 @@ def array_source(name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
 
     n_train, n_test = (len(splits[s][1]) if s in splits else 0 for s in ("train", "test"))
     return Source(name, labels, True, f"in-memory images ({n_train} train / {n_test} test, "
-                  f"{contract.describe()})", examples, shard_size,
+                  f"{contract.describe_values()})", examples, shard_size,
                   decode=lambda raw: tf.cast(contract.to_pixels(raw), tf.float32))
 
 

@@ -393,8 +393,8 @@ def _write_outputs(cfg: TrainConfig, trainer: Trainer, metrics: dict[str, Any],
     save_model_atomic(final, model_dir / "model.keras")
     atomic_write_json(model_dir / "labels.json", {
         "labels": source.labels, "input_size": size,
-        "preprocessing": f"input: {contract.describe()} NHWC {size}x{size}; "
+        "preprocessing": f"input: {contract.describe_values()} NHWC {size}x{size}; "
                          f"in the model: {inside}; output: {output}",
-        **contract.to_json(), "channel_order": "RGB", "layout": "NHWC",
+        **contract.run_json(), "channel_order": "RGB", "layout": "NHWC",
         "output": "logits" if output == "logits" else "softmax"})
     atomic_write_json(model_dir / "metrics.json", metrics)

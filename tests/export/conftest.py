@@ -1,10 +1,13 @@
-"""Shared export fixtures: one digits-trained ResNet-8 for the whole session."""
+"""Shared export fixtures: one digits-trained ResNet-8 and one export of it in every format
+and precision, each made once per test run (under pytest-xdist the workers share them through
+a lock)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,21 +20,42 @@ LABELS = [str(i) for i in range(10)]
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ResNet-8 (CIFAR family) trained on digits to convergence (10 epochs, ~98.7 % test
     top-1), taking raw pixels 0..255, saved as the trainer does: model.keras + labels.json.
-    (At 5 epochs, 96 %, the 7-bit int8 ONNX weights flip 5 of 300 low-margin answers.)
-    Trained once per test run: under pytest-xdist the workers share it through a lock."""
+    (At 5 epochs, 96 %, the 7-bit int8 ONNX weights flip 5 of 300 low-margin answers.)"""
+    return _shared(tmp_path_factory, "digits-resnet8", _train_digits_resnet8) / "model.keras"
+
+
+@pytest.fixture(scope="session")
+def digits_export(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``trained_model`` exported in every format and precision (SavedModel; TFLite float32,
+    float16, dynamic int8, int8; ONNX and OpenVINO float32, float16, int8), calibrated and
+    evaluated on 300 digits. Tests read it; a test that alters files works on a copy."""
+    from keras_resnet.export import export_model
+
+    def export(folder: Path) -> None:
+        export_model(str(trained_model), folder / "digits", quantize=["float16", "dynamic",
+                                                                      "int8"],
+                     calibration="digits", samples=300)
+
+    return _shared(tmp_path_factory, "digits-export", export) / "digits"
+
+
+def _shared(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """``name``: a folder made once by ``make`` for every xdist worker of this run, in a
+    staging folder renamed when complete, under a lock."""
     from filelock import FileLock
 
-    root = tmp_path_factory.getbasetemp()
+    root = factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the folder every worker's base temp lives in
-    folder = root / "digits-resnet8"
-    with FileLock(str(root / "digits-resnet8.lock")):
-        if not (folder / "model.keras").is_file():
-            staging = root / "digits-resnet8.partial"
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not folder.is_dir():  # renamed into place complete, so present means done
+            staging = root / f"{name}.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            _train_digits_resnet8(staging)
+            staging.mkdir(parents=True)
+            make(staging)
             staging.rename(folder)
-    return folder / "model.keras"
+    return folder
 
 
 def _train_digits_resnet8(folder: Path) -> None:
@@ -50,7 +74,6 @@ def _train_digits_resnet8(folder: Path) -> None:
     model.fit(x, y, batch_size=32, epochs=10, verbose=0)
     accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
     assert accuracy > 0.9, f"the test model did not learn digits (accuracy {accuracy:.3f})"
-    folder.mkdir(parents=True)
     model.save(folder / "model.keras")
     (folder / "labels.json").write_text(json.dumps(
         {"labels": LABELS, "input_size": 32, "preprocessing": "raw RGB 0..255, rescaled in "

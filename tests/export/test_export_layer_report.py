@@ -15,6 +15,8 @@ import pytest
 from keras_resnet.export import export_model
 from keras_resnet.export.cli import export_main, verify_main
 
+pytestmark = pytest.mark.slow(seconds=105)
+
 SCALE = 1000.0
 PRODUCER, CONSUMER = "conv2_block1_1_conv", "conv2_block1_2_conv"
 

@@ -10,6 +10,8 @@ import pytest
 
 import keras_resnet as kr
 
+pytestmark = pytest.mark.slow(seconds=90)  # builds every registered model
+
 
 def _np(x):
     return keras.ops.convert_to_numpy(x)

@@ -8,6 +8,8 @@ import pytest
 import keras_resnet as kr
 from keras_resnet.weights import keras_files
 
+pytestmark = pytest.mark.slow(seconds=85)
+
 # 101 and 101V2 differ from these only in stage 4's block count (same stage code), so the
 # shallowest and deepest of each family stand for them and keep the run short.
 # The deepest pair per family runs on TensorFlow only: the layer-by-layer code is the same

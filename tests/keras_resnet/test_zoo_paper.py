@@ -7,6 +7,8 @@ import pytest
 
 import keras_resnet as kr
 
+pytestmark = pytest.mark.slow(seconds=70)
+
 # Table 6 (option A), exact trainable parameter counts of the 0.27 ... 19.4 M nets.
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962}
 # Table 1 parameters (M, torchvision's counts of the same nets) and multiply-adds (G).

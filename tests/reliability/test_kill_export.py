@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow(seconds=70)
+
 SCRIPT = Path(__file__).with_name("kill_export.py")
 
 

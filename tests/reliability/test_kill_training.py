@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow(seconds=300)  # four training processes, two of them killed
+
 SCRIPT = Path(__file__).resolve().parent / "kill_training.py"
 
 

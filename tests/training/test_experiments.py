@@ -22,6 +22,8 @@ import pytest
 from keras_resnet.training.experiments import figures
 from keras_resnet.training.experiments.cli import experiment_main, run_experiment
 
+pytestmark = pytest.mark.slow(seconds=70)
+
 TINY = ["--dataset", "digits", "--steps", "24", "--batch-size", "8", "--input-size", "8",
         "--eval-examples", "16", "--log-every", "4", "--eval-every", "12", "--threads", "1",
         "--", "--mean-images", "32", "--checkpoint-every", "8"]

@@ -18,6 +18,8 @@ import pytest
 from keras_resnet.training import cli, finetune
 from keras_resnet.training.errors import UsageError
 
+pytestmark = pytest.mark.slow(seconds=95)  # pretrains ResNet-20 for 300 steps
+
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--input-size", "16", "--batch-size", "32", "--log-every", "10", "--seed", "1",
         "--mean-images", "256", "--eval-examples", "178", "--threads", "1"]

@@ -18,6 +18,8 @@ from keras_resnet.training.precision import cpu_has_bf16
 
 import keras_resnet
 
+pytestmark = pytest.mark.slow(seconds=95)
+
 
 def _step(model, x):
     """One training-mode forward/backward: (output, gradients, moving statistics)."""

@@ -12,6 +12,8 @@ import pytest
 import tensorflow as tf
 from keras_resnet.training import cli, data
 
+pytestmark = pytest.mark.slow(seconds=90)
+
 
 def test_load_digits_arrays_fixed_split() -> None:
     x_train, y_train, x_test, y_test = data.load_digits_arrays(32)

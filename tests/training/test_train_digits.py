@@ -1,5 +1,6 @@
 """The acceptance run: ResNet-20 on the real digits reaches >= 90 % test top-1 within 400
-steps of batch 64, and leaves an exportable float32 model.keras with its metadata."""
+steps of batch 64 (here in 200: the README's 400-step command gets 98 %), and leaves an
+exportable float32 model.keras with its metadata."""
 
 from __future__ import annotations
 
@@ -12,30 +13,33 @@ import pytest
 from keras_resnet.training import cli
 from keras_resnet.training.data import load_digits_arrays
 
+#: Half the README's 400 steps: training is what this test's time goes to.
+STEPS = 200
 METRIC_KEYS = {"step", "epoch", "train_loss", "eval_top1", "eval_top5", "train_images_per_sec",
                "num_replicas", "precision", "strategy"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=600)
 def test_resnet20_digits_reaches_90_percent(tmp_path: Path, th, capsys) -> None:
     import keras
 
     run = tmp_path / "digits"
-    done = th.run_cli(["--model", "resnet20", "--dataset", "digits", "--steps", "400",
+    done = th.run_cli(["--model", "resnet20", "--dataset", "digits", "--steps", str(STEPS),
                        "--batch-size", "64", "--log-every", "50", "--model-dir", str(run)],
                       timeout=1800, env=th.train_env(TF_NUM_INTRAOP_THREADS="2",
                                                      OMP_NUM_THREADS="2"))
     assert done.returncode == 0, done.stderr
-    assert "step 400/400" in done.stdout and "img/s" in done.stdout and "top-1" in done.stdout
+    assert f"step {STEPS}/{STEPS}" in done.stdout
+    assert "img/s" in done.stdout and "top-1" in done.stdout
 
     m = th.metrics(run)
     assert set(m) >= METRIC_KEYS
-    assert m["step"] == 400 and m["eval_examples"] == 360
+    assert m["step"] == STEPS and m["eval_examples"] == 360
     assert m["eval_top1"] >= 0.90, m
     assert m["eval_top5"] >= m["eval_top1"]
     assert m["num_replicas"] == 1 and m["strategy"] == "one_device"
     assert m["train_images_per_sec"] > 0
-    assert m["epoch"] == pytest.approx(400 * 64 / 1437)
+    assert m["epoch"] == pytest.approx(STEPS * 64 / 1437)
 
     # model.keras: raw 0..255 RGB in, float32 throughout, no custom objects.
     model = keras.models.load_model(run / "model.keras", safe_mode=True)
@@ -54,7 +58,7 @@ def test_resnet20_digits_reaches_90_percent(tmp_path: Path, th, capsys) -> None:
 
     with (run / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows if r["train_loss"]] == list(range(50, 401, 50))
+    assert [int(r["step"]) for r in rows if r["train_loss"]] == list(range(50, STEPS + 1, 50))
     assert float(rows[-1]["eval_top1"]) == pytest.approx(m["eval_top1"])
     assert list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))
     assert list((run / "tensorboard" / "eval").glob("events.out.tfevents.*"))

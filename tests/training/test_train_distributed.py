@@ -9,6 +9,9 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow(seconds=75)
 
 # Runs the trainer in-process, then saves the trained weights (as the test's own artefact).
 WORKER = textwrap.dedent("""

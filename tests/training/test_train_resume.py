@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow(seconds=140)  # training processes killed and resumed
 
 STEPS = 60
 
