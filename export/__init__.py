@@ -8,10 +8,10 @@ verified in its own runtime.
 True
 """
 
-from .api import ExportOptions, export_model
-from .bench import bench_dir
-from .errors import ExportError, UsageError, VerificationFailed
-from .verify import verify_dir
+from keras_resnet.export.api import ExportOptions, export_model
+from keras_resnet.export.bench import bench_dir
+from keras_resnet.export.errors import ExportError, UsageError, VerificationFailed
+from keras_resnet.export.verify import verify_dir
 
 __all__ = [
     "ExportError", "ExportOptions", "UsageError", "VerificationFailed", "bench_dir",

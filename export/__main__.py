@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import export_main
+from keras_resnet.export.cli import export_main
 
 sys.exit(export_main())

@@ -13,16 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .errors import UsageError, VerificationFailed
-from .formats import FORMATS, PRECISIONS, QUANTIZE_MODES, ExportJob, format_row, quantizing_formats
-from .int8_levers import check_int8_levers
-from .keep_float import check_keep_float_names
-from .manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_path, size_bytes, tool_versions
-from .placement import Placement, check_given, check_output
-from .qat_int8 import model_qat_scheme, settle_qat_options
-from .targets import TARGETS, apply_target, check_target
-from .verify import DEFAULT_MIN_AGREEMENT
+from keras_resnet.export.errors import UsageError, VerificationFailed
+from keras_resnet.export.formats import (
+    FORMATS,
+    PRECISIONS,
+    QUANTIZE_MODES,
+    ExportJob,
+    format_row,
+    quantizing_formats,
+)
+from keras_resnet.export.int8_levers import check_int8_levers
+from keras_resnet.export.keep_float import check_keep_float_names
+from keras_resnet.export.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    sha256_path,
+    size_bytes,
+    tool_versions,
+)
+from keras_resnet.export.placement import Placement, check_given, check_output
+from keras_resnet.export.qat_int8 import model_qat_scheme, settle_qat_options
+from keras_resnet.export.targets import TARGETS, apply_target, check_target
+from keras_resnet.export.verify import DEFAULT_MIN_AGREEMENT
 
 DEFAULT_OPSET = 17
 #: Calibration images drawn when ``samples`` is not given.
@@ -78,8 +90,8 @@ def validate_options(model: Any, output: Path, options: ExportOptions,
     """Reject bad input before any heavy work; raises UsageError. In-memory calibration and
     evaluation data are checked and replaced by arrays here. ``qat``: the scheme a
     quantization-aware model simulates (its int8 files need no calibration)."""
-    from .contract import parse_channels_stat, parse_range
-    from .samples import as_samples
+    from keras_resnet.export.contract import parse_channels_stat, parse_range
+    from keras_resnet.export.samples import as_samples
 
     _check_types(options)
     _check_formats(options)
@@ -182,8 +194,8 @@ def _check_unread_options(options: ExportOptions) -> None:
 
 def _check_numbers(model: str, options: ExportOptions) -> None:
     """``--samples``, ``--threads``, ``--min-agreement``, ``--classes``, ``--input-size``."""
-    from .source import looks_like_keras_file
-    from .verify import check_verify_arguments
+    from keras_resnet.export.source import looks_like_keras_file
+    from keras_resnet.export.verify import check_verify_arguments
 
     check_verify_arguments(options.samples, options.threads)
     if not 0.0 <= options.min_agreement <= 1.0:
@@ -207,7 +219,7 @@ def _check_numbers(model: str, options: ExportOptions) -> None:
 
 def _check_model_argument(model: Any) -> None:
     """MODEL is a ``keras.Model``, names a zoo entry or an existing ``.keras`` file."""
-    from .source import looks_like_keras_file
+    from keras_resnet.export.source import looks_like_keras_file
 
     if _is_keras_model(model):
         return
@@ -240,7 +252,7 @@ def _zoo_names() -> list[str]:
 
 def _input_paths(model: str, options: ExportOptions) -> list[Path]:
     """The files and folders this export reads: none may be deleted by ``--force``."""
-    from .source import looks_like_keras_file
+    from keras_resnet.export.source import looks_like_keras_file
 
     paths = [Path(model)] if looks_like_keras_file(model) else []
     if isinstance(options.labels, str):
@@ -258,7 +270,7 @@ def _input_paths(model: str, options: ExportOptions) -> list[Path]:
 def resolve_model(model: Any, options: ExportOptions) -> Any:
     """The ModelSource for MODEL: a ``keras.Model``, a ``.keras`` file or a zoo name, with
     its input contract settled (UsageError naming how to state it where it is unknown)."""
-    from .source import (
+    from keras_resnet.export.source import (
         from_keras_file,
         from_model,
         from_zoo,
@@ -382,8 +394,8 @@ def _model_inputs(source: Any, given: Any, split: str, count: int, seed: int, ro
                   ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """``count`` images of a named source converted to the model's contract, or in-memory
     images (model input already: shape and range checked); their labels and a description."""
-    from .contract import check_array_range
-    from .samples import load_samples
+    from keras_resnet.export.contract import check_array_range
+    from keras_resnet.export.samples import load_samples
 
     if isinstance(given, str):
         pixels, labels = load_samples(given, split, count, source.input_shape[:2], seed=seed,
@@ -432,8 +444,8 @@ class _Recorder:
 
     def __call__(self, fmt: str, precision: str, rel: str, info: dict[str, Any],
                  seconds: float, checks: dict[str, dict[str, Any]] | None = None) -> None:
-        from .bench import median_latency_ms
-        from .verify import (
+        from keras_resnet.export.bench import median_latency_ms
+        from keras_resnet.export.verify import (
             compare,
             file_logits,
             judged_precision,
@@ -486,9 +498,9 @@ def _build(source: Any, staging: Path, options: ExportOptions, calib: np.ndarray
            x_eval: np.ndarray, y_eval: np.ndarray | None, eval_spec: dict[str, Any],
            log: Any) -> dict[str, Any]:
     """Write every artifact into ``staging`` and return the manifest (not yet written)."""
-    from keras_resnet.cpu import cpu_info
+    from keras_resnet.export.qat_int8 import job_qat_scheme, qat_manifest
 
-    from .qat_int8 import job_qat_scheme, qat_manifest
+    from keras_resnet.cpu import cpu_info
 
     reference_files = _write_reference(source, staging, x_eval[:PARITY_BATCH])
     job = ExportJob(source, staging, options, calib)
@@ -551,7 +563,11 @@ def _layer_report(source: Any, staging: Path, options: ExportOptions,
     """The per-layer report of every int8 file when ``--layer-report`` asks for it."""
     if not options.layer_report:
         return None
-    from .layer_report import DEFAULT_REPORT_IMAGES, keras_layer_classes, layer_reports
+    from keras_resnet.export.layer_report import (
+        DEFAULT_REPORT_IMAGES,
+        keras_layer_classes,
+        layer_reports,
+    )
 
     return layer_reports(staging, artifacts, x_eval[:DEFAULT_REPORT_IMAGES],
                          keras_layer_classes(source.model))
@@ -565,7 +581,7 @@ def _reference_outputs(source: Any, options: ExportOptions, x_eval: np.ndarray,
     ``every_image``: a quantization-aware model's files are all judged by agreement), its
     logits where it ends in a softmax (else None), and its test top-1 into ``eval_spec``
     when the data is labelled."""
-    from .verify import reference_outputs
+    from keras_resnet.export.verify import reference_outputs
 
     quantized = any(PRECISIONS[QUANTIZE_MODES[m]].by_agreement for m in options.quantize)
     # Every sample when quantized models are judged by agreement or accuracy is measured.
@@ -648,7 +664,7 @@ def _write_artifacts(job: ExportJob, record: _Recorder) -> list[str]:
 
 
 def _probabilities(ref: np.ndarray) -> bool:
-    from .verify import is_probabilities
+    from keras_resnet.export.verify import is_probabilities
 
     return is_probabilities(ref)
 

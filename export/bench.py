@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from keras_resnet.export.errors import UsageError
+from keras_resnet.export.formats import FORMATS
+from keras_resnet.export.manifest import read_manifest, resolve_inside
 
 from keras_resnet.console import text_table
-
-from .errors import UsageError
-from .formats import FORMATS
-from .manifest import read_manifest, resolve_inside
 
 #: Largest ``--batch`` (its random inputs are held in memory) and ``--runs``.
 MAX_BATCH = 1024
@@ -47,7 +46,7 @@ def set_tf_threads(threads: int) -> None:
 
 def check_bench_arguments(batch: int, runs: int, threads: int) -> None:
     """``batch``, ``runs`` and ``threads`` within their documented ranges, else UsageError."""
-    from .verify import MAX_THREADS
+    from keras_resnet.export.verify import MAX_THREADS
 
     for name, value, most in (("--batch", batch, MAX_BATCH), ("--runs", runs, MAX_RUNS),
                               ("--threads", threads, MAX_THREADS)):
@@ -104,7 +103,7 @@ def bench_dir(directory: str | Path, batch: int = 16, runs: int = 20, threads: i
 def open_in(directory: Path, artifact: dict[str, Any], threads: int, runtime: str) -> Any:
     """A runner of ``artifact`` in ``runtime`` (one its row names), fed whole batches when
     the file has a static batch."""
-    from .verify import StaticBatch, make_runner
+    from keras_resnet.export.verify import StaticBatch, make_runner
 
     row = FORMATS[artifact["format"]]
     if runtime == row.runtimes()[0]:

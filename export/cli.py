@@ -16,6 +16,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from keras_resnet.export.api import DEFAULT_SAMPLES, ExportOptions
+from keras_resnet.export.errors import VerificationFailed
+from keras_resnet.export.formats import FORMATS, quantize_help
+from keras_resnet.export.onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
+from keras_resnet.export.openvino_ir import OV_PRECISIONS
+from keras_resnet.export.targets import INT8_IO_TYPES, TARGETS
+
 from keras_resnet.console import (
     Parser,
     native_stderr_silenced,
@@ -23,13 +30,6 @@ from keras_resnet.console import (
     run_command,
     text_table,
 )
-
-from .api import DEFAULT_SAMPLES, ExportOptions
-from .errors import VerificationFailed
-from .formats import FORMATS, quantize_help
-from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
-from .openvino_ir import OV_PRECISIONS
-from .targets import INT8_IO_TYPES, TARGETS
 
 
 def _quiet_runtimes() -> None:
@@ -189,7 +189,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         args = export_parser().parse_args(argv)
-        from .api import export_model
+        from keras_resnet.export.api import export_model
 
         options = ExportOptions(
             formats=args.formats, quantize=args.quantize, calibration=args.calibration,
@@ -221,7 +221,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 def artifact_table(manifest: dict[str, Any]) -> str:
     """The table ``keras-resnet-export`` prints, then the lines that qualify its figures:
     the input contract, the evaluation images, the sanity check and untrained weights."""
-    from .verify import parity_text
+    from keras_resnet.export.verify import parity_text
 
     header = ("artifact", "format", "precision", "MB", "parity", "test top-1", "batch-1 ms",
               "check")
@@ -278,13 +278,13 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--layers", action="store_true", help="also report, for every int8 "
                        "file, each quantized layer's error against the float file, worst first")
         args = p.parse_args(argv)
-        from keras_resnet.cpu import cpu_line
+        from keras_resnet.export.verify import check_verify_arguments, verify_dir
 
-        from .verify import check_verify_arguments, verify_dir
+        from keras_resnet.cpu import cpu_line
 
         check_verify_arguments(args.samples, args.threads)
         if args.layers:
-            from .qat_int8 import refuse_qat_dir
+            from keras_resnet.export.qat_int8 import refuse_qat_dir
 
             refuse_qat_dir(args.directory, "--layers", "its files all round as it does, so "
                            "no layer has a float reference (report on the float model)")
@@ -292,14 +292,14 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         report = verify_dir(args.directory, data=args.data, samples=args.samples,
                             threads=args.threads)
         if args.layers:
-            from .layer_report import format_reports, report_dir
+            from keras_resnet.export.layer_report import format_reports, report_dir
 
             report["layers"] = report_dir(args.directory)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
             print(f"CPU: {cpu_line(report['cpu'])}")
-            from .verify import parity_text
+            from keras_resnet.export.verify import parity_text
 
             for result in report["artifacts"]:
                 state = "ok" if result["passed"] else "FAILED"
@@ -337,9 +337,15 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--json", action="store_true",
                        help="print the CPU, the rows and the fastest choices as JSON")
         args = p.parse_args(argv)
-        from keras_resnet.cpu import cpu_info
+        from keras_resnet.export.bench import (
+            bench_dir,
+            check_bench_arguments,
+            fastest,
+            fastest_lines,
+            format_table,
+        )
 
-        from .bench import bench_dir, check_bench_arguments, fastest, fastest_lines, format_table
+        from keras_resnet.cpu import cpu_info
 
         check_bench_arguments(args.batch, args.runs, args.threads)
         rows = bench_dir(args.directory, batch=args.batch, runs=args.runs,

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from keras_resnet.export.errors import UsageError, as_export_errors
 
 from keras_resnet import contract as shared
 from keras_resnet.contract import RANGES, InputContract, floats
-
-from .errors import UsageError, as_export_errors
 
 __all__ = ["RANGES", "InputContract", "contract_from_json", "parse_channels_stat",
            "parse_range", "recorded_contract", "stated_contract", "zoo_contract"]

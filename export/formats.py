@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-
-from .errors import UsageError
+from keras_resnet.export.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import UsageError
+from keras_resnet.export.errors import UsageError
 
 
 def check_int8_levers(options: Any) -> None:
     """``--layer-report`` needs an int8 ONNX or TFLite file to report on; ``--keep-float``
     see :func:`keep_float.check_keep_float_options`."""
-    from .keep_float import check_keep_float_options
+    from keras_resnet.export.keep_float import check_keep_float_options
 
     check_keep_float_options(options)
     int8_files = "int8" in options.quantize and bool({"onnx", "tflite"} & set(options.formats))

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .errors import UsageError
+from keras_resnet.export.errors import UsageError
 
 AUTO = "auto"
 
@@ -43,7 +42,7 @@ def check_keep_float_options(options: Any) -> None:
 def check_keep_float_names(names: list[str] | None, model: Any) -> None:
     """Every named layer exists in the Keras model (nested models included) and has weights
     to quantize; an unknown name is one line naming the close matches."""
-    from .layer_report import keras_layer_classes
+    from keras_resnet.export.layer_report import keras_layer_classes
 
     if not names or names == [AUTO]:
         return
@@ -64,8 +63,7 @@ def onnx_nodes_of(float_path: Path, names: list[str], layers: dict[str, str]) ->
     """The float ONNX file's nodes of the named Keras layers: each weighted node, the
     Relu/Clip and bias Add that consume its output."""
     import onnx
-
-    from .layer_report import onnx_weighted_nodes
+    from keras_resnet.export.layer_report import onnx_weighted_nodes
 
     graph = onnx.load(str(float_path), load_external_data=False).graph
     wanted = [entry for entry in onnx_weighted_nodes(float_path, layers, quantized_only=False)
@@ -88,7 +86,7 @@ def _is_bias(node: Any, graph: Any) -> bool:
 def tflite_nodes_of(float_path: Path, names: list[str], layers: dict[str, str]) -> list[str]:
     """The float TFLite file's output tensor names of the named layers' (fused) ops: the
     names the MLIR quantizer's ``denylisted_nodes`` takes."""
-    from .layer_report import tflite_weighted_ops
+    from keras_resnet.export.layer_report import tflite_weighted_ops
 
     return [entry["tensor"] for entry in tflite_weighted_ops(float_path, layers, False)
             if entry["layer"] in names]
@@ -128,8 +126,8 @@ def choose_and_write(write: Callable[[list[str]], None], run_file: Callable[[], 
     returns the manifest record of the choice, None when nothing was asked. ``write(layers)``
     writes the file, ``run_file()`` opens a runner of it, ``report()`` is the per-layer
     report of the all-int8 file."""
-    from .bench import median_latency_ms
-    from .verify import keras_predict, run_batched
+    from keras_resnet.export.bench import median_latency_ms
+    from keras_resnet.export.verify import keras_predict, run_batched
 
     if not requested:
         write([])
@@ -178,7 +176,7 @@ def choose_and_write(write: Callable[[list[str]], None], run_file: Callable[[], 
 
 def _runner(open_file: Callable[[], Any], batch: int | None) -> Callable[[], Any]:
     """``open_file`` wrapped to feed a static-batch file whole batches."""
-    from .verify import StaticBatch
+    from keras_resnet.export.verify import StaticBatch
 
     return (lambda: StaticBatch(open_file(), batch)) if batch else open_file
 
@@ -187,8 +185,8 @@ def onnx_int8_with_fallback(job: Any, float_path: Path, path: Path,
                             quantize: Callable[[list[str]], None]) -> dict[str, Any] | None:
     """The int8 ONNX file of an export, keeping ``job.options.keep_float`` layers float;
     ``quantize(nodes_to_exclude)`` writes it. Returns the manifest record (or None)."""
-    from .layer_report import keras_layer_classes, onnx_layer_errors
-    from .onnx_export import OnnxRunner
+    from keras_resnet.export.layer_report import keras_layer_classes, onnx_layer_errors
+    from keras_resnet.export.onnx_export import OnnxRunner
 
     options, layers = job.options, keras_layer_classes(job.source.model)
     images = job.calib.transpose(0, 3, 1, 2) if options.nchw else job.calib
@@ -203,8 +201,8 @@ def tflite_int8_with_fallback(job: Any, saved_model: Path, float_path: Path, pat
                               write_int8: Callable[[], bytes]) -> dict[str, Any] | None:
     """The int8 TFLite file of an export, keeping ``job.options.keep_float`` layers float;
     ``write_int8()`` gives the all-int8 file's bytes. Returns the manifest record (or None)."""
-    from .layer_report import keras_layer_classes, tflite_layer_errors
-    from .tflite import TFLiteRunner
+    from keras_resnet.export.layer_report import keras_layer_classes, tflite_layer_errors
+    from keras_resnet.export.tflite import TFLiteRunner
 
     options, layers = job.options, keras_layer_classes(job.source.model)
 

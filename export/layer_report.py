@@ -270,7 +270,7 @@ def layer_reports(directory: Path, artifacts: list[dict[str, Any]], x: np.ndarra
     """The report of every int8 artifact of ``artifacts`` (manifest entries in
     ``directory``) that has a float32 file of its format, run on the NHWC images ``x``;
     keyed ``format/precision``."""
-    from .manifest import resolve_inside
+    from keras_resnet.export.manifest import resolve_inside
 
     floats = {a["format"]: a for a in artifacts if a["precision"] == "float32"}
     reports = {}
@@ -292,11 +292,10 @@ def report_dir(directory: str | Path, images: int = DEFAULT_REPORT_IMAGES
     ``images`` of the export's recorded evaluation images (``keras-resnet-verify DIR
     --layers``); a recorded ``folder:`` source lies outside DIR and is not read."""
     import keras
-
-    from .errors import UsageError
-    from .manifest import read_manifest, resolve_inside
-    from .samples import load_samples
-    from .verify import manifest_preprocess
+    from keras_resnet.export.errors import UsageError
+    from keras_resnet.export.manifest import read_manifest, resolve_inside
+    from keras_resnet.export.samples import load_samples
+    from keras_resnet.export.verify import manifest_preprocess
 
     directory = Path(directory)
     manifest = read_manifest(directory)

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .manifest import resolve_inside
-from .verify import StaticBatch
+from keras_resnet.export.manifest import resolve_inside
+from keras_resnet.export.verify import StaticBatch
 
 
 def logits_runner(directory: Path, artifact: dict[str, Any], threads: int | None

@@ -10,10 +10,10 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from keras_resnet.export.errors import UsageError
+
 from keras_resnet.safefiles import RefusedFile, loads_bounded, special_kind
 from keras_resnet.weights.hub import sha256_of
-
-from .errors import UsageError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .formats import ExportJob, Written
+    from keras_resnet.export.formats import ExportJob, Written
 
 
 INPUT_NAME = "input"
@@ -138,7 +138,7 @@ class OnnxRunner:
 def check_options(options: Any) -> None:
     """The ``onnx`` row's option check: ``--opset`` within what tf2onnx and the int8
     quantizer support."""
-    from .errors import UsageError
+    from keras_resnet.export.errors import UsageError
 
     if not MIN_OPSET <= options.opset <= max_opset():
         raise UsageError(f"--opset {options.opset} out of range; tf2onnx and the int8 "
@@ -160,7 +160,7 @@ def onnx_metadata(source: Any) -> dict[str, str]:
 def write_artifact(job: ExportJob, precision: str) -> Written:
     """The converter of the ``onnx`` row: float32 from tf2onnx, float16 and int8 from the
     float32 file (written first)."""
-    from .formats import FORMATS, Written
+    from keras_resnet.export.formats import FORMATS, Written
 
     row, options = FORMATS["onnx"], job.options
     rel = row.file_name(precision)
@@ -169,19 +169,24 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
     if precision == "float32":
         info = convert_onnx(job.source.model, path, job.source.input_shape, options.opset,
                             options.nchw, onnx_metadata(job.source), options.batch)
-        from .qat_int8 import job_qat_scheme, qat_file_record
+        from keras_resnet.export.qat_int8 import job_qat_scheme, qat_file_record
 
         qat = job_qat_scheme(job)  # its Q/DQ pairs, which fused kernels would not keep
         return Written(rel, {**layout, **info, **(
             {"qat": qat_file_record(qat, exact=True)} if qat else {})})
     if precision == "float16":
         return Written(rel, {**layout, **convert_onnx_float16(float_path, path)})
-    from .qat_int8 import job_qat_scheme
+    from keras_resnet.export.qat_int8 import job_qat_scheme
 
     if job_qat_scheme(job) is not None:
         return _write_qat_int8(job, float_path, path, rel, layout)
-    from .keep_float import onnx_int8_with_fallback
-    from .onnx_int8 import INT8_SCHEMES, int8_structure, quantize_onnx_int8, tensorrt_check
+    from keras_resnet.export.keep_float import onnx_int8_with_fallback
+    from keras_resnet.export.onnx_int8 import (
+        INT8_SCHEMES,
+        int8_structure,
+        quantize_onnx_int8,
+        tensorrt_check,
+    )
 
     calib = job.calib.transpose(0, 3, 1, 2) if options.nchw else job.calib
     fallback = onnx_int8_with_fallback(job, float_path, path, lambda excluded: (
@@ -192,7 +197,7 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
             **int8_structure(path), **({"keep_float": fallback} if fallback else {})}
     if INT8_SCHEMES[options.int8_scheme].reference_arithmetic:
         int8["checked_with"] = "exact integer arithmetic (onnxruntime, QDQ pairs unfused)"
-    from .targets import requires_check
+    from keras_resnet.export.targets import requires_check
 
     wanted = requires_check(options.target, "onnx/int8", "tensorrt")
     return Written(rel, {**layout, **describe_onnx(path), "int8": int8},
@@ -202,8 +207,8 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
 def open_runner(path: Path, threads: int | None, artifact: dict[str, Any]) -> OnnxRunner:
     """The runner of the ``onnx`` row (NCHW files are fed transposed inputs; an int8 file
     whose scheme is meant for another runtime runs with exact integer arithmetic)."""
-    from .onnx_int8 import INT8_SCHEMES
-    from .qat_int8 import checked_exactly
+    from keras_resnet.export.onnx_int8 import INT8_SCHEMES
+    from keras_resnet.export.qat_int8 import checked_exactly
 
     scheme = INT8_SCHEMES.get((artifact.get("int8") or {}).get("scheme", ""))
     return OnnxRunner(path, threads, nchw=artifact.get("layout") == "NCHW",
@@ -216,10 +221,15 @@ def _write_qat_int8(job: ExportJob, float_path: Path, path: Path, rel: str,
     """The int8 file of a quantization-aware model: its float32 file's weights made int8,
     the learned Q/DQ pairs kept (:mod:`.qat_int8`); checked with exact arithmetic where
     its scheme is meant for another runtime or onnxruntime's x86 kernels could saturate."""
-    from .formats import Written
-    from .onnx_int8 import INT8_SCHEMES, int8_structure, tensorrt_check
-    from .qat_int8 import job_qat_scheme, qat_file_record, qat_record, write_onnx_qat_int8
-    from .targets import requires_check
+    from keras_resnet.export.formats import Written
+    from keras_resnet.export.onnx_int8 import INT8_SCHEMES, int8_structure, tensorrt_check
+    from keras_resnet.export.qat_int8 import (
+        job_qat_scheme,
+        qat_file_record,
+        qat_record,
+        write_onnx_qat_int8,
+    )
+    from keras_resnet.export.targets import requires_check
 
     scheme = job_qat_scheme(job)
     facts = write_onnx_qat_int8(float_path, path, scheme, onnx_metadata(job.source))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .formats import ExportJob, Written
+    from keras_resnet.export.formats import ExportJob, Written
 
 #: ``--ov-precision`` words -> OpenVINO's INFERENCE_PRECISION_HINT (None: the plugin's).
 OV_PRECISIONS = {"auto": None, "f32": "f32", "bf16": "bf16"}
@@ -41,9 +41,9 @@ def bf16_supported() -> bool:
 def check_options(options: Any) -> None:
     """The ``openvino`` row's option check: ``--ov-precision`` is a known word, and bf16
     only on a CPU that computes it (refused naming the flag it lacks)."""
-    from keras_resnet.cpu import cpu_info
+    from keras_resnet.export.errors import UsageError
 
-    from .errors import UsageError
+    from keras_resnet.cpu import cpu_info
 
     value = options.ov_precision
     if value not in OV_PRECISIONS:
@@ -98,7 +98,7 @@ def open_onnx_runner(path: Path, threads: int | None, artifact: dict[str, Any]
 def _source_onnx(job: ExportJob, precision: str) -> Path:
     """The NHWC ONNX file the IR of ``precision`` converts from: the ``onnx`` row's own
     (written before this row), else one written once into a hidden scratch directory."""
-    from .formats import FORMATS
+    from keras_resnet.export.formats import FORMATS
 
     onnx_row, options = FORMATS["onnx"], job.options
     wanted = "int8" if precision == "int8" else "float32"
@@ -107,7 +107,7 @@ def _source_onnx(job: ExportJob, precision: str) -> Path:
     scratch = job.staging / ".onnx_for_openvino"
     path = scratch / onnx_row.file_name(wanted)
     if not path.exists():
-        from .onnx_export import convert_onnx, onnx_metadata
+        from keras_resnet.export.onnx_export import convert_onnx, onnx_metadata
 
         float_path = scratch / onnx_row.file_name("float32")
         if not float_path.exists():
@@ -115,13 +115,13 @@ def _source_onnx(job: ExportJob, precision: str) -> Path:
             job.scratch.append(scratch)
             convert_onnx(job.source.model, float_path, job.source.input_shape, options.opset,
                          False, onnx_metadata(job.source), options.batch)
-        from .qat_int8 import job_qat_scheme, write_onnx_qat_int8
+        from keras_resnet.export.qat_int8 import job_qat_scheme, write_onnx_qat_int8
 
         if wanted == "int8" and job_qat_scheme(job) is not None:
             write_onnx_qat_int8(float_path, path, job_qat_scheme(job),
                                 onnx_metadata(job.source))
         elif wanted == "int8":
-            from .onnx_int8 import quantize_onnx_int8
+            from keras_resnet.export.onnx_int8 import quantize_onnx_int8
 
             quantize_onnx_int8(float_path, path, job.calib, onnx_metadata(job.source),
                                options.int8_scheme, options.calibration_method, options.batch)
@@ -132,8 +132,7 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
     """The converter of the ``openvino`` row: ``openvino.convert_model`` of the NHWC ONNX
     file, saved with float16 weights for float16."""
     import openvino as ov
-
-    from .formats import FORMATS, Written
+    from keras_resnet.export.formats import FORMATS, Written
 
     rel = FORMATS["openvino"].file_name(precision)
     source = _source_onnx(job, precision)
@@ -150,7 +149,7 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
         "input": {"name": model.inputs[0].get_any_name(),
                   "shape": _dims(model.inputs[0].get_partial_shape())},
         "output": {"shape": _dims(model.outputs[0].get_partial_shape())}}
-    from .qat_int8 import job_qat_scheme, qat_file_record, qat_record
+    from keras_resnet.export.qat_int8 import job_qat_scheme, qat_file_record, qat_record
 
     qat = job_qat_scheme(job)
     if qat is not None:

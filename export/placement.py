@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from keras_resnet.export.errors import UsageError
+
 from keras_resnet.outputs import (
     INSIDE_LOCK_NAME,
     MAX_WALK_ENTRIES,
@@ -35,8 +37,6 @@ from keras_resnet.outputs import (
     find_run,
 )
 from keras_resnet.safefiles import special_kind
-
-from .errors import UsageError
 
 
 def check_given(model: Any, output: str | os.PathLike, options: Any) -> None:

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .errors import UsageError
+from keras_resnet.export.errors import UsageError
 
 #: Least top-1 agreement of every file of a quantization-aware model with that model.
 QAT_MIN_AGREEMENT = 0.995
@@ -171,7 +170,7 @@ def refuse_qat_dir(directory: str | Path, flag: str, why: str) -> None:
     """UsageError naming ``flag`` where ``directory`` holds a quantization-aware model's
     export (whose files all round as the model does: there is no float file to compare
     with, and nothing to calibrate)."""
-    from .manifest import read_manifest
+    from keras_resnet.export.manifest import read_manifest
 
     qat = read_manifest(Path(directory)).get("qat")
     if isinstance(qat, dict):
@@ -247,10 +246,9 @@ def write_onnx_qat_int8(float_path: Path, out_path: Path, scheme: str,
     """The int8 ONNX file of a quantization-aware model from its float32 file (the tf2onnx
     conversion, whose activations already pass through the learned Q/DQ pairs)."""
     import onnx
+    from keras_resnet.export.onnx_int8 import INT8_SCHEMES
 
     from keras_resnet.quantization import QAT_SCHEMES
-
-    from .onnx_int8 import INT8_SCHEMES
 
     proto = onnx.load(str(float_path))
     facts = int8_weight_pass(proto, QAT_SCHEMES[scheme].weight_qmax,

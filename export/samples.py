@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from keras_resnet.export.errors import UsageError, as_export_errors
 
 from keras_resnet.contract import check_images, read_images
-
-from .errors import UsageError, as_export_errors
 
 
 def check_source(spec: str, role: str) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .formats import ExportJob, Written
+    from keras_resnet.export.formats import ExportJob, Written
 
 
 INPUT_KEY = "input"
@@ -58,7 +58,7 @@ def saved_model_dir(job: ExportJob) -> tuple[str, dict[str, Any]]:
     """The job's SavedModel (its path in the staging directory and its signature), built
     once: the ``saved_model`` artifact when that format is asked for, else a hidden
     directory that TFLite converts from and the export removes at the end."""
-    from .formats import FORMATS
+    from keras_resnet.export.formats import FORMATS
 
     if "saved_model" not in job.shared:
         keep = "saved_model" in job.options.formats
@@ -73,7 +73,7 @@ def saved_model_dir(job: ExportJob) -> tuple[str, dict[str, Any]]:
 
 def write_artifact(job: ExportJob, precision: str) -> Written:
     """The converter of the ``saved_model`` row (float32 only)."""
-    from .formats import FORMATS, Written
+    from keras_resnet.export.formats import FORMATS, Written
 
     FORMATS["saved_model"].file_name(precision)  # refuses a precision it does not have
     rel, signature = saved_model_dir(job)

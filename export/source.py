@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .contract import (
+from keras_resnet.export.contract import (
     HOW_TO_STATE,
     InputContract,
     recorded_contract,
     stated_contract,
     zoo_contract,
 )
-from .errors import UsageError
+from keras_resnet.export.errors import UsageError
 
 #: Preprocessing modes of keras.applications that keras_resnet.preprocess_input applies.
 KERAS_MODES = ("caffe", "tf", "torch")

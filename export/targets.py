@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import UsageError
-from .formats import FORMATS
-from .onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
+from keras_resnet.export.errors import UsageError
+from keras_resnet.export.formats import FORMATS
+from keras_resnet.export.onnx_int8 import CALIBRATION_METHODS, DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
 MAX_BATCH = 1024
 INT8_IO_TYPES = ("int8", "uint8")

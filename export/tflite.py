@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .formats import ExportJob, Written
+    from keras_resnet.export.formats import ExportJob, Written
 
 
 
@@ -137,8 +137,8 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
     """The converter of the ``tflite`` row: one precision converted from the job's
     SavedModel; the int8 file is calibrated on the job's inputs (and checked for NPUs when the
     target is ``npu``)."""
-    from .formats import FORMATS, Written
-    from .saved_model import saved_model_dir
+    from keras_resnet.export.formats import FORMATS, Written
+    from keras_resnet.export.saved_model import saved_model_dir
 
     rel = FORMATS["tflite"].file_name(precision)
     path = job.staging / rel
@@ -149,7 +149,7 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
         return convert_tflite(source, precision, job.calib if precision == "int8" else None,
                               job.options.int8_io)
 
-    from .qat_int8 import job_qat_scheme
+    from keras_resnet.export.qat_int8 import job_qat_scheme
 
     qat = job_qat_scheme(job)
     if qat is not None:
@@ -157,13 +157,13 @@ def write_artifact(job: ExportJob, precision: str) -> Written:
     if precision != "int8":
         path.write_bytes(convert())
         return Written(rel, {"layout": "NHWC", **describe_tflite(path)})
-    from .keep_float import tflite_int8_with_fallback
+    from keras_resnet.export.keep_float import tflite_int8_with_fallback
 
     fallback = tflite_int8_with_fallback(
         job, source, job.staging / FORMATS["tflite"].file_name("float32"), path, convert)
     info = {"layout": "NHWC", **describe_tflite(path),
             **({"keep_float": fallback} if fallback else {})}
-    from .targets import requires_check
+    from keras_resnet.export.targets import requires_check
 
     wanted = requires_check(job.options.target, f"tflite/{precision}", "npu")
     return Written(rel, info, {"npu": npu_check(path)} if wanted else None)
@@ -178,9 +178,9 @@ def _write_qat(job: ExportJob, precision: str, saved_model: Path, rel: str,
                scheme: str) -> Written:
     """A quantization-aware model's file: float32 keeps its rounding as QUANTIZE/DEQUANTIZE
     ops; int8 takes the learned ranges (:mod:`.qat_int8`), with no calibration."""
-    from .formats import Written
-    from .qat_int8 import convert_tflite_qat, qat_file_record, qat_record
-    from .targets import requires_check
+    from keras_resnet.export.formats import Written
+    from keras_resnet.export.qat_int8 import convert_tflite_qat, qat_file_record, qat_record
+    from keras_resnet.export.targets import requires_check
 
     path = job.staging / rel
     if precision == "int8":

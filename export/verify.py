@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .errors import UsageError
-from .formats import FORMATS, PRECISIONS
-from .manifest import read_manifest, resolve_inside, sha256_path
+from keras_resnet.export.errors import UsageError
+from keras_resnet.export.formats import FORMATS, PRECISIONS
+from keras_resnet.export.manifest import read_manifest, resolve_inside, sha256_path
 
 #: Largest allowed difference of float files, by precision: of log-probabilities relative
 #: to the logits' scale where the model ends in a softmax, of probabilities where a softmax
@@ -195,7 +194,7 @@ def file_logits(directory: Path, artifact: dict[str, Any], threads: int | None,
                 logits: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:
     """The file's own logits on ``x`` where the Keras model has logits and the file's
     format can expose them (:mod:`.logits`); None otherwise."""
-    from .logits import logits_runner
+    from keras_resnet.export.logits import logits_runner
 
     runner = None if logits is None else logits_runner(directory, artifact, threads)
     return None if runner is None else run_batched(runner, x)
@@ -315,7 +314,7 @@ def verify_dir(directory: str | Path, data: str | None = None, samples: int | No
     manifest = read_manifest(directory)
     min_agreement = _min_agreement(manifest)
     if data:
-        from .samples import check_source
+        from keras_resnet.export.samples import check_source
 
         check_source(data, "data")
     broken = check_integrity(directory, manifest)
@@ -387,7 +386,7 @@ def _evaluation_inputs(manifest: dict[str, Any], x: np.ndarray, source: str | No
                        samples: int | None) -> tuple[np.ndarray, str]:
     """The stored parity batch plus evaluation images (the test split of ``source`` or of
     the recorded source), and a description of the data naming its image counts."""
-    from .samples import load_samples
+    from keras_resnet.export.samples import load_samples
 
     spec = manifest["input"]
     evaluation = manifest.get("evaluation")
@@ -407,8 +406,8 @@ def _evaluation_inputs(manifest: dict[str, Any], x: np.ndarray, source: str | No
 def manifest_preprocess(manifest: dict[str, Any]) -> Any:
     """Raw RGB 0..255 pixels -> model input, by the manifest's input contract (or, for a
     manifest written before contracts, by its recorded preprocessing)."""
-    from .contract import contract_from_json
-    from .source import preprocess_fn
+    from keras_resnet.export.contract import contract_from_json
+    from keras_resnet.export.source import preprocess_fn
 
     spec = manifest["input"]
     contract = contract_from_json(spec.get("contract"))

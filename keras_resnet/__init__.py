@@ -13,7 +13,7 @@ import sys
 import types
 from typing import Any
 
-from . import models as _models
+from keras_resnet import models as _models
 
 #: Public name -> the submodule defining it. Those submodules (and Keras with them) are
 #: imported on first use, so ``keras-resnet-models`` can refuse a bad argument before

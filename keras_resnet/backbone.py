@@ -12,11 +12,11 @@ from typing import Any
 import keras
 from keras import layers
 
-from . import blocks
-from .specs import POOLINGS, SHORTCUTS, NetSpec
-from .weights import keras_files, normalisation, resolver, timm
-from .weights.resolver import WeightsRecord
-from .weights.values import check_values
+from keras_resnet import blocks
+from keras_resnet.specs import POOLINGS, SHORTCUTS, NetSpec
+from keras_resnet.weights import keras_files, normalisation, resolver, timm
+from keras_resnet.weights.resolver import WeightsRecord
+from keras_resnet.weights.values import check_values
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from keras import layers
 
-from .specs import KERAS_BN_EPSILON, NetSpec
+from keras_resnet.specs import KERAS_BN_EPSILON, NetSpec
 
 #: keras.applications' epsilon, kept so its published weights give the same outputs
 #: (the spec's ``bn_epsilon``: 1e-5 for torchvision/timm weights).

@@ -20,8 +20,8 @@ WIDTHS = (17, 16, 8, 7, 10, 11, 8)
 def model_rows(names: list[str]) -> Iterator[dict]:
     """One row per model, yielded as it is counted: name, family, input size, params and
     MACs at that size."""
-    from .models import create_model, model_info
-    from .profile import profile
+    from keras_resnet.models import create_model, model_info
+    from keras_resnet.profile import profile
 
     for name in names:
         info = model_info(name)
@@ -72,7 +72,7 @@ def _list(args: argparse.Namespace) -> int:
     with native_stderr_silenced(unless_loaded="keras"):
         import keras  # noqa: F401 - starts the backend with its start-up lines hidden
 
-        from .models import list_models
+        from keras_resnet.models import list_models
     available = list_models(args.family)
     unknown = [n for n in args.names if n.lower() not in available]
     if unknown:

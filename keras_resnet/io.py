@@ -7,9 +7,9 @@ import zipfile
 
 import keras
 
-from .backbone import recursion_headroom
-from .safefiles import RefusedFile, check_archive, check_regular
-from .weights.values import check_values
+from keras_resnet.backbone import recursion_headroom
+from keras_resnet.safefiles import RefusedFile, check_archive, check_regular
+from keras_resnet.weights.values import check_values
 
 
 def load_model(path: str | os.PathLike, *, compile: bool = False) -> keras.Model:
@@ -28,7 +28,7 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> keras.Model
         raise FileNotFoundError(f"path={path!r}: no such file")
     if zipfile.is_zipfile(path):  # else Keras says what the file is not
         check_archive(path)
-    from . import quantization  # noqa: F401  (registers the quantization-aware layers)
+    from keras_resnet import quantization  # noqa: F401  (registers the quantization-aware layers)
 
     try:
         with recursion_headroom():

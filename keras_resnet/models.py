@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .registry import REGISTRY, builder_names, list_models, lookup, model_info, register_model
-from .specs import LAYOUTS, network_spec, with_layout
+from keras_resnet.registry import (
+    REGISTRY,
+    builder_names,
+    list_models,
+    lookup,
+    model_info,
+    register_model,
+)
+from keras_resnet.specs import LAYOUTS, network_spec, with_layout
 
 if TYPE_CHECKING:
     import keras
@@ -23,7 +30,7 @@ def _layout_and_variant(depth: int, family: str, variant: str | None, layout: st
     v1.5 nets without conv biases; keras.applications' files are the "keras" layout."""
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {', '.join(map(repr, LAYOUTS))}")
-    from .weights import timm
+    from keras_resnet.weights import timm
 
     if timm.handles(weights):
         bottleneck = family == "imagenet" and depth >= 50
@@ -81,7 +88,7 @@ def build_resnet(
         include_preprocessing: put the weights' input normalisation in the model (a
             ``Rescaling`` layer), so it takes RGB pixels in [0, 255].
     """
-    from .backbone import NetworkArgs, build_network
+    from keras_resnet.backbone import NetworkArgs, build_network
 
     layout, variant = _layout_and_variant(depth, family, variant, layout, weights)
     spec = with_layout(network_spec(depth, family, variant, groups=groups,

@@ -20,7 +20,7 @@ import socket
 import sys
 from pathlib import Path
 
-from .console import UsageError
+from keras_resnet.console import UsageError
 
 INSIDE_LOCK_NAME = ".keras-resnet.lock"
 #: Most directory entries the walks below look at before giving up (and refusing).

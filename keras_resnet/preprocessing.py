@@ -38,7 +38,7 @@ def preprocess_input(x, mode: str = "caffe", *, weights: Any = None,
 
 
 def _by_weights(x, weights: Any, data_format: str):
-    from .weights import normalisation, table
+    from keras_resnet.weights import normalisation, table
 
     info = table.find(weights) if isinstance(weights, str) else None
     if info is not None and info.preprocessing == "caffe":

@@ -12,7 +12,7 @@ import math
 import keras
 from keras import layers
 
-from .backbone import recursion_headroom
+from keras_resnet.backbone import recursion_headroom
 
 
 def _static(model: keras.Model, input_shape: tuple | None) -> keras.Model:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .specs import FAMILIES, NetSpec, network_spec
+from keras_resnet.specs import FAMILIES, NetSpec, network_spec
 
 #: Input preprocessing each variant's reference weights expect (keras.applications
 #: modes: "caffe" = BGR minus the ImageNet mean, "tf" = scale to [-1, 1]).

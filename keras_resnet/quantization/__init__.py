@@ -6,7 +6,7 @@
 >>> freeze_observers(qat)                          # ... frozen for the rest
 """
 
-from .layers import (
+from keras_resnet.quantization.layers import (
     DEFAULT_QAT_SCHEME,
     QAT_SCHEMES,
     ActivationQuantizer,
@@ -16,8 +16,13 @@ from .layers import (
     fake_quant,
     quantize_weights,
 )
-from .state import freeze_observers, is_quantized, qat_scheme_of, quantizers
-from .transform import quantize_model
+from keras_resnet.quantization.state import (
+    freeze_observers,
+    is_quantized,
+    qat_scheme_of,
+    quantizers,
+)
+from keras_resnet.quantization.transform import quantize_model
 
 __all__ = [
     "DEFAULT_QAT_SCHEME", "QAT_SCHEMES", "ActivationQuantizer", "QatScheme", "QuantConv2D",

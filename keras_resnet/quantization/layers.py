@@ -14,7 +14,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ..qat_schemes import DEFAULT_QAT_SCHEME, QAT_SCHEMES, QatScheme  # noqa: F401
+from keras_resnet.qat_schemes import DEFAULT_QAT_SCHEME, QAT_SCHEMES, QatScheme  # noqa: F401
 
 PACKAGE = "keras_resnet"
 #: Activation ranges' moving-average momentum while observing.

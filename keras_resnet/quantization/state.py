@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import keras
 
-from .layers import QAT_SCHEMES, ActivationQuantizer, QuantConv2D, QuantDense
+from keras_resnet.quantization.layers import (
+    QAT_SCHEMES,
+    ActivationQuantizer,
+    QuantConv2D,
+    QuantDense,
+)
 
 
 def quantizers(model: keras.Model) -> list[ActivationQuantizer]:

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 from keras import tree
 
-from .layers import (
+from keras_resnet.quantization.layers import (
     DEFAULT_QAT_SCHEME,
     QAT_SCHEMES,
     ActivationQuantizer,

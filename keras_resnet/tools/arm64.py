@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..export.errors import UsageError
-from .emulation import Machine, run_emulated
+from keras_resnet.export.errors import UsageError
+from keras_resnet.tools.emulation import Machine, run_emulated
 
 RUNTIMES = ("numpy", "onnxruntime", "ai-edge-litert")
 WHEEL_PLATFORMS = ("manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2_28_aarch64",
@@ -125,9 +125,13 @@ def check_dir(directory: Path, machine: Machine, samples: int = 50,
     """Every TFLite and ONNX artifact of ``directory`` run on ``machine``, compared with the
     stored Keras model as ``keras-resnet-verify`` does (same thresholds)."""
     import keras_resnet
-
-    from ..export.manifest import read_manifest
-    from ..export.verify import DEFAULT_MIN_AGREEMENT, artifact_key, compare, keras_predict
+    from keras_resnet.export.manifest import read_manifest
+    from keras_resnet.export.verify import (
+        DEFAULT_MIN_AGREEMENT,
+        artifact_key,
+        compare,
+        keras_predict,
+    )
 
     manifest = read_manifest(directory)
     x = _inputs(directory, manifest, samples)
@@ -150,8 +154,8 @@ def check_dir(directory: Path, machine: Machine, samples: int = 50,
 
 def _inputs(directory: Path, manifest: dict[str, Any], samples: int) -> np.ndarray:
     """The stored parity batch plus ``samples`` images of the export's evaluation source."""
-    from ..export.samples import load_samples
-    from ..export.verify import manifest_preprocess
+    from keras_resnet.export.samples import load_samples
+    from keras_resnet.export.verify import manifest_preprocess
 
     x = np.load(directory / "parity_inputs.npy")
     evaluation, spec = manifest.get("evaluation", {}), manifest["input"]

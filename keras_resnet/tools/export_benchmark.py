@@ -61,9 +61,9 @@ def interleaved_latency_ms(runners: dict[str, Any], x: np.ndarray,
 def run_benchmark(model: str, input_size: int | None, out: Path, threads: int, runs: int,
                   samples: int, naive: bool, log: Any = print) -> dict[str, Any]:
     """Export, then time the four headline runtimes; returns the figures."""
-    from ..export.api import ExportOptions, export_model
-    from ..export.bench import set_tf_threads
-    from ..export.verify import make_runner
+    from keras_resnet.export.api import ExportOptions, export_model
+    from keras_resnet.export.bench import set_tf_threads
+    from keras_resnet.export.verify import make_runner
 
     set_tf_threads(threads)
     options = ExportOptions(quantize=["float16", "dynamic", "int8"], calibration="synthetic",
@@ -78,7 +78,7 @@ def run_benchmark(model: str, input_size: int | None, out: Path, threads: int, r
                for a in manifest["artifacts"]}
     scratch = tempfile.TemporaryDirectory()
     if naive:
-        from ..export.onnx_export import OnnxRunner
+        from keras_resnet.export.onnx_export import OnnxRunner
 
         calib = np.random.default_rng(0).uniform(0, 255, (samples, *shape)).astype(np.float32)
         naive_path = Path(scratch.name) / "naive_int8.onnx"

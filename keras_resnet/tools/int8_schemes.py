@@ -24,16 +24,16 @@ import numpy as np
 def export_inputs(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
     """The export's calibration inputs (train split), evaluation inputs and labels (test
     split), model-ready, and whether its ONNX files take NCHW."""
-    from ..export.manifest import read_manifest
-    from ..export.samples import load_samples
-    from ..export.verify import manifest_preprocess
+    from keras_resnet.export.manifest import read_manifest
+    from keras_resnet.export.samples import load_samples
+    from keras_resnet.export.verify import manifest_preprocess
 
     manifest = read_manifest(directory)
     options, spec = manifest["options"], manifest["input"]
     size = tuple(spec["shape"][1:3])
     prepare = manifest_preprocess(manifest)
     calibration = options.get("calibration") or "synthetic"
-    from ..export.api import DEFAULT_SAMPLES
+    from keras_resnet.export.api import DEFAULT_SAMPLES
 
     pixels, _ = load_samples(calibration, "train", options["samples"] or DEFAULT_SAMPLES, size,
                              options["seed"], "calibration")
@@ -49,9 +49,9 @@ def compare_schemes(directory: Path, schemes: Sequence[str], runs: int, threads:
                     ) -> list[dict[str, Any]]:
     """One row of figures per scheme and calibration method (``scheme`` or
     ``scheme/method``), plus the float32 file's own row first."""
-    from ..export.onnx_export import OnnxRunner
-    from ..export.onnx_int8 import int8_structure, quantize_onnx_int8
-    from .export_benchmark import interleaved_latency_ms
+    from keras_resnet.export.onnx_export import OnnxRunner
+    from keras_resnet.export.onnx_int8 import int8_structure, quantize_onnx_int8
+    from keras_resnet.tools.export_benchmark import interleaved_latency_ms
 
     calib, x_eval, y_eval, nchw = export_inputs(directory)
     if nchw:
@@ -85,7 +85,7 @@ def compare_schemes(directory: Path, schemes: Sequence[str], runs: int, threads:
 
 
 def _emulated(path: Path, x: np.ndarray) -> np.ndarray:
-    from .emulation import run_onnx_emulated
+    from keras_resnet.tools.emulation import run_onnx_emulated
 
     return run_onnx_emulated(path, x)
 
@@ -124,8 +124,7 @@ def _pct(value: float | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry."""
     from keras_resnet.cpu import cpu_line
-
-    from ..export.onnx_int8 import CALIBRATION_METHODS, INT8_SCHEMES
+    from keras_resnet.export.onnx_int8 import CALIBRATION_METHODS, INT8_SCHEMES
 
     p = argparse.ArgumentParser(prog="python -m keras_resnet.tools.int8_schemes",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--methods: choose from {', '.join(CALIBRATION_METHODS)}")
     if not (args.directory / "model.onnx").is_file():
         p.error(f"{args.directory} has no model.onnx (export with the onnx format)")
-    from .errors import UsageError
-    from .qat_int8 import refuse_qat_dir
+    from keras_resnet.tools.errors import UsageError
+    from keras_resnet.tools.qat_int8 import refuse_qat_dir
 
     try:
         refuse_qat_dir(args.directory, "int8_schemes", "its int8 scheme is the one it was "

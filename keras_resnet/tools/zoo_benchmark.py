@@ -13,8 +13,8 @@ import time
 import keras
 import numpy as np
 
-from ..models import create_model
-from ..profile import profile
+from keras_resnet.models import create_model
+from keras_resnet.profile import profile
 
 CASES = (("resnet18", 224), ("resnet50", 224), ("resnet20", 32), ("resnet56", 32))
 

@@ -14,9 +14,9 @@ The zoo's builders, the trainer's ``--weights`` and the exporter's ``--weights``
 through :func:`resolve` and :func:`fetch`.
 """
 
-from .resolver import KINDS, WeightsRecord, fetch, flag_message, resolve
-from .table import KNOWN_WEIGHTS, WeightsInfo, list_weights, weights_info
-from .values import InvalidWeights, check_values
+from keras_resnet.weights.resolver import KINDS, WeightsRecord, fetch, flag_message, resolve
+from keras_resnet.weights.table import KNOWN_WEIGHTS, WeightsInfo, list_weights, weights_info
+from keras_resnet.weights.values import InvalidWeights, check_values
 
 __all__ = ["KINDS", "KNOWN_WEIGHTS", "InvalidWeights", "WeightsInfo", "WeightsRecord",
            "check_values", "fetch", "flag_message", "list_weights", "resolve", "weights_info"]

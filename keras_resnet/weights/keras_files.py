@@ -20,9 +20,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..safefiles import check_archive
-from ..specs import NetSpec
-from .table import imagenet_row, published_imagenet_models
+from keras_resnet.safefiles import check_archive
+from keras_resnet.specs import NetSpec
+from keras_resnet.weights.table import imagenet_row, published_imagenet_models
 
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 #: Keras weight files: legacy HDF5, Keras 3 ``.weights.h5``, whole ``.keras`` models.

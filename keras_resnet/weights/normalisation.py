@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import timm
-from .resolver import WeightsRecord, resolve
-from .table import WeightsInfo, find, list_weights
+from keras_resnet.weights import timm
+from keras_resnet.weights.resolver import WeightsRecord, resolve
+from keras_resnet.weights.table import WeightsInfo, find, list_weights
 
 Affine = tuple[tuple[float, ...], tuple[float, ...]]
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..safefiles import check_regular
-from . import hub, keras_files, timm
-from .table import WeightsInfo, find, imagenet_row
+from keras_resnet.safefiles import check_regular
+from keras_resnet.weights import hub, keras_files, timm
+from keras_resnet.weights.table import WeightsInfo, find, imagenet_row
 
 #: The loaders: keras.applications' published file, a timm safetensors checkpoint (hub or
 #: local), a whole ``.keras`` model (a training run's too), a ``.weights.h5`` or legacy

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..specs import IMAGENET_LAYOUTS, NetSpec
-from .hub import CONFIG_FILE
+from keras_resnet.specs import IMAGENET_LAYOUTS, NetSpec
+from keras_resnet.weights.hub import CONFIG_FILE
 
 if TYPE_CHECKING:
-    from .resolver import WeightsRecord
+    from keras_resnet.weights.resolver import WeightsRecord
 
 HUB_PREFIX = "timm/"
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -373,7 +373,7 @@ def load_into(model, ckpt: Checkpoint, *, include_top: bool) -> None:
 
 def _check_tensor(value: np.ndarray, name: str, path: str) -> None:
     """A tensor of the file finite, and a batch norm's ``running_var`` non-negative."""
-    from .values import InvalidWeights
+    from keras_resnet.weights.values import InvalidWeights
 
     if not np.isfinite(value).all():
         raise InvalidWeights(f"weights={path!r}: tensor {name} has "
