@@ -21,14 +21,8 @@ from typing import Any
 import keras
 from keras import tree
 
-from keras_resnet.quantization.layers import (
-    DEFAULT_QAT_SCHEME,
-    QAT_SCHEMES,
-    ActivationQuantizer,
-    QatScheme,
-    QuantConv2D,
-    QuantDense,
-)
+from keras_resnet.qat_schemes import DEFAULT_QAT_SCHEME, QAT_SCHEMES, QatScheme
+from keras_resnet.quantization.layers import ActivationQuantizer, QuantConv2D, QuantDense
 
 #: Layers whose output lies on their input's grid.
 _PASSTHROUGH = (keras.layers.ZeroPadding2D, keras.layers.MaxPooling2D, keras.layers.Dropout,
