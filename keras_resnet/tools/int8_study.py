@@ -49,7 +49,8 @@ def export(model: Path, out: Path, scheme: str, calibrate: bool, log: Path) -> d
                "--force", "--json"]
     if calibrate:
         command += ["--calibration", "digits"]
-    run(command, log, allowed=(0, 1))  # 1: written, but a file failed its check (in the table)
+    if not (out / "manifest.json").is_file():  # an earlier study's files are reused
+        run(command, log, allowed=(0, 1))  # 1: written, but a file failed its check
     return json.loads((out / "manifest.json").read_text())
 
 
@@ -106,6 +107,11 @@ def resnet50_files(work: Path, log: Path) -> dict[str, Path]:
     import keras_resnet
     from keras_resnet.quantization import freeze_observers, quantize_model
 
+    files = {f"{kind} {fmt}": work / f"r50-{kind.lower()}" / name
+             for kind in ("PTQ", "QAT") for fmt, name in (("tflite", "model_int8.tflite"),
+                                                         ("onnx", "model_int8.onnx"))}
+    if all(path.is_file() for path in files.values()):  # an earlier study's files
+        return files
     keras.utils.set_random_seed(0)
     model = keras_resnet.ResNet50(weights=None)
     model.save(work / "resnet50.keras")
@@ -121,9 +127,7 @@ def resnet50_files(work: Path, log: Path) -> dict[str, Path]:
          "--calibration", "synthetic", *common], log)
     run(["keras-resnet-export", str(work / "resnet50-qat.keras"), "-o",
          str(work / "r50-qat"), *common], log)
-    return {f"{kind} {fmt}": work / f"r50-{kind.lower()}" / name
-            for kind in ("PTQ", "QAT") for fmt, name in (("tflite", "model_int8.tflite"),
-                                                        ("onnx", "model_int8.onnx"))}
+    return files
 
 
 def resnet50_latency(work: Path, runs: int, log: Path) -> dict[str, float]:
@@ -160,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keras_resnet.tools.int8_study",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("work", type=Path, help="folder for the runs and files (reused)")
+    parser.add_argument("work", type=Path, help="folder for the runs and files (what an "
+                        "earlier study left there is reused: delete it to start over)")
     parser.add_argument("--steps", type=int, default=400, help="float training steps")
     parser.add_argument("--qat-steps", type=int, help="QAT steps (default: the qat recipe's)")
     parser.add_argument("--resnet50-runs", type=int, default=30,
