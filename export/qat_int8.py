@@ -16,7 +16,7 @@ judged by top-1 agreement with it (:data:`QAT_MIN_AGREEMENT`), never with a floa
 
 from __future__ import annotations
 
-import json
+import os
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 from keras_resnet.export.errors import UsageError
+
+from keras_resnet.safefiles import check_archive, loads_bounded
 
 #: Least top-1 agreement of every file of a quantization-aware model with that model.
 QAT_MIN_AGREEMENT = 0.995
@@ -49,11 +51,14 @@ def model_qat_scheme(model: Any) -> str | None:
             raise UsageError(str(exc)) from None
     if not isinstance(model, str | Path) or not str(model).endswith(".keras"):
         return None
-    try:
-        with zipfile.ZipFile(model) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    if not os.path.isfile(model):  # a FIFO or device would block: refused when loaded
         return None
+    try:
+        check_archive(str(model))  # no inflating beyond its bound
+        with zipfile.ZipFile(model) as archive:
+            config = loads_bounded(archive.read("config.json").decode(), "model config")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
+        return None  # refused with its own message when the model is loaded
     layer = _first_quantized_layer(config)
     if layer is None:
         return None

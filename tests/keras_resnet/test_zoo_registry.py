@@ -14,20 +14,22 @@ from keras_resnet import registry
 from keras_resnet.models import create_model, register_model
 
 
-# The one edit that adds a model: ResNet-14 of the CIFAR family (n = 2, section 4.2).
-@register_model("resnet14", depth=14, family="cifar")
-def ResNet14(include_top: bool = True, weights: str | None = None, **kwargs: Any):
-    """ResNet-14 (n = 2): the CIFAR family's shallowest net after ResNet-8."""
-    return create_model("resnet14", include_top=include_top, weights=weights, **kwargs)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _registered():
-    yield
+def resnet14():
+    """The one edit that adds a model, ResNet-14 of the CIFAR family (n = 2, section 4.2),
+    made while this module's tests run (pytest imports every test module before running
+    any, so a module-level registration would show in other files' registry tests)."""
+
+    @register_model("resnet14", depth=14, family="cifar")
+    def ResNet14(include_top: bool = True, weights: str | None = None, **kwargs: Any):
+        """ResNet-14 (n = 2): the CIFAR family's shallowest net after ResNet-8."""
+        return create_model("resnet14", include_top=include_top, weights=weights, **kwargs)
+
+    yield ResNet14
     registry.REGISTRY.pop("resnet14", None)  # other tests in this process see the zoo alone
 
 
-def test_one_decorated_function_adds_a_model() -> None:
+def test_one_decorated_function_adds_a_model(resnet14) -> None:
     assert "resnet14" in kr.list_models("cifar") and "resnet14" not in kr.list_models("imagenet")
     info = kr.model_info("ResNet14")
     assert (info["builder"], info["depth"], info["family"], info["variant"]) == (
@@ -37,16 +39,16 @@ def test_one_decorated_function_adds_a_model() -> None:
     assert model.name == "resnet14" and model.output_shape == (None, 3)
     # 3 stages of n = 2 basic blocks: six residual additions.
     assert sum(type(layer).__name__ == "Add" for layer in model.layers) == 6
-    direct = ResNet14(input_shape=(16, 16, 3), classes=3)
+    direct = resnet14(input_shape=(16, 16, 3), classes=3)
     assert direct.count_params() == model.count_params()
     assert kr.create_model("resnet14", depth=8).name == "resnet8"
 
 
-def test_a_registration_that_builds_nothing_is_refused() -> None:
+def test_a_registration_that_builds_nothing_is_refused(resnet14) -> None:
     with pytest.raises(ValueError, match=r"name='resnet14' is registered already \(by ResNet14\)"):
         register_model("resnet14", depth=14, family="cifar")
     with pytest.raises(ValueError, match=r"depth=15 is not valid for family='cifar'"):
-        register_model("resnet15", depth=15, family="cifar")(ResNet14)
+        register_model("resnet15", depth=15, family="cifar")(resnet14)
     with pytest.raises(ValueError, match="lower-case"):
         register_model("ResNet99", depth=20, family="cifar")
     assert "resnet15" not in kr.list_models()
