@@ -220,10 +220,12 @@ def _batches(items: Any, limit: int | None) -> tuple[list, list, int]:
     return images, labels, count
 
 
-def _is_infinite(dataset: Any) -> bool:
-    import tensorflow as tf
+#: ``tf.data.INFINITE_CARDINALITY``, read without importing TensorFlow.
+INFINITE_CARDINALITY = -1
 
-    return bool(dataset.cardinality() == tf.data.INFINITE_CARDINALITY)
+
+def _is_infinite(dataset: Any) -> bool:
+    return int(dataset.cardinality()) == INFINITE_CARDINALITY
 
 
 def _is_tensor(value: Any) -> bool:

@@ -3,7 +3,7 @@
 Keras 3's ``BatchNormalization`` computes batch moments and the normalisation with separate
 element-wise ops, in float32 even under a mixed policy. On a CPU that is a large share of a
 ResNet step (ResNet-50, batch 32, mixed_bfloat16, this 2-core machine: 4.08 s per step with
-Keras' layer, 2.70 s with the fused kernel; ``python -m keras_resnet.tools.roofline``, docs/training.md).
+Keras' layer, 2.70 s with the fused kernel; ``python -m keras_resnet.training.tools.roofline``, docs/training.md).
 ``FusedBatchNormalization`` keeps the parent's weights, config and maths and runs the
 training-mode forward pass (and so its gradient) as one ``FusedBatchNormV3`` op; oneDNN executes
 it in bfloat16 or float32 (float16 runs on TensorFlow's own kernel).

@@ -22,23 +22,13 @@ OBSERVER_MOMENTUM = 0.99
 _TINY = 1e-8
 
 
-def _is_tensorflow() -> bool:
-    return keras.backend.backend() == "tensorflow"
-
-
 def fake_quant(x: Any, lo: Any, hi: Any) -> Any:
     """``x`` rounded to the 256-level grid over ``[lo, hi]`` (nudged so that 0 is on the
-    grid), with a straight-through gradient inside the range and none outside."""
-    if _is_tensorflow():
-        import tensorflow as tf
-
-        return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
-    scale = ops.maximum((hi - lo) / 255.0, _TINY)
-    zero = ops.clip(ops.round(-lo / scale), 0.0, 255.0)
-    q = ops.clip(ops.round(x / scale) + zero, 0.0, 255.0)
-    y = (q - zero) * scale
-    inside = ops.cast((x >= (0.0 - zero) * scale) & (x <= (255.0 - zero) * scale), x.dtype)
-    return x * inside + ops.stop_gradient(y - x * inside)
+    grid), with a straight-through gradient inside the range and none outside: Keras'
+    ``fake_quant_with_min_max_vars``, which on TensorFlow is the
+    ``tf.quantization.fake_quant_with_min_max_vars`` op the TFLite converter and tf2onnx
+    read as the tensor's int8 range."""
+    return keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
 
 
 def quantize_weights(w: Any, qmax: int, reduce_axes: tuple[int, ...]) -> Any:

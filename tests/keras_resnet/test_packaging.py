@@ -1,5 +1,5 @@
 """What is installed: the zoo alone by default, and import names that cannot collide with a
-user's own ``training`` or ``export`` package (issue 10)."""
+user's own ``training`` or ``export`` package."""
 
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ def test_checkpoints_resume_across_batch_norm_kernels_and_model_keras_is_stock(
 def test_fused_layer_reaches_onednn_batch_norm_kernel_and_keras_layer_does_not() -> None:
     """The roofline tool's per-primitive timing: the fused layer really runs oneDNN's batch
     norm (forward and backward); Keras' layer runs none (element-wise ops)."""
-    from keras_resnet.tools.roofline import primitive_breakdown
+    from keras_resnet.training.tools.roofline import primitive_breakdown
 
     fused = primitive_breakdown("resnet20", "mixed_bfloat16", "fused", batch=4, size=16, steps=1)
     plain = primitive_breakdown("resnet20", "mixed_bfloat16", "keras", batch=4, size=16, steps=1)

@@ -1,5 +1,5 @@
 """Where a ResNet training step spends its time, and how fast this CPU can go:
-``python -m keras_resnet.tools.roofline [--model resnet50] [--batch 32] [--size 224] [--steps 2]``.
+``python -m keras_resnet.training.tools.roofline [--model resnet50] [--batch 32] [--size 224] [--steps 2]``.
 
 1. Peak rates of TensorFlow's oneDNN kernels on this machine: a 4096^2 matmul and a large
    3x3 convolution, float32 and bfloat16, in GFLOP/s.
@@ -9,7 +9,7 @@
    per primitive and direction over the timed steps.
 3. The ceiling: the convolution FLOPs of one step (3 x 2 x the model's MACs x batch: forward,
    backward data and backward weights) at the measured bfloat16 peak, against 3x a float32
-   step with Keras' batch norm (what the issue's target asks of ``model.fit``).
+   step with Keras' batch norm (what ``model.fit`` computes).
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def _child(model_name: str, precision: str, batch_norm: str, batch: int, size: i
     """Run warm-up + timed bare steps; print the timed window (ms since the epoch) as JSON."""
     import keras
     import tensorflow as tf
+    from keras_resnet.training.fused_norm import with_fused_batch_norm
 
     import keras_resnet
-    from keras_resnet.training.fused_norm import with_fused_batch_norm
 
     keras.mixed_precision.set_global_policy(precision)
     model = keras_resnet.create_model(model_name, weights=None, input_shape=(size, size, 3),
@@ -93,7 +93,7 @@ def primitive_breakdown(model: str, precision: str, batch_norm: str, batch: int,
     env = dict(os.environ, ONEDNN_VERBOSE="1", ONEDNN_VERBOSE_TIMESTAMP="1",
                TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "keras_resnet.tools.roofline", "--child",
+    proc = subprocess.run([sys.executable, "-m", "keras_resnet.training.tools.roofline", "--child",
                            precision, batch_norm, "--model", model, "--batch", str(batch), "--size",
                            str(size), "--steps", str(steps)],
                           capture_output=True, text=True, env=env, timeout=1800)
@@ -116,7 +116,7 @@ def primitive_breakdown(model: str, precision: str, batch_norm: str, batch: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_resnet.tools.roofline",
+    parser = argparse.ArgumentParser(prog="python -m keras_resnet.training.tools.roofline",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet50", help="a keras_resnet model name")
     parser.add_argument("--batch", type=int, default=32)
