@@ -42,7 +42,8 @@ def model_qat_scheme(model: Any) -> str | None:
     """The quantization scheme a ``keras.Model`` or a ``.keras`` file simulates (a key of
     ``QAT_SCHEMES``), read without building the model for a file; None for a float model
     or anything that is not a readable model (checked later)."""
-    from keras_resnet.quantization import QAT_SCHEMES, qat_scheme_of
+    from keras_resnet.qat_schemes import scheme_named_by
+    from keras_resnet.quantization import qat_scheme_of
 
     if hasattr(model, "_flatten_layers"):
         try:
@@ -62,12 +63,11 @@ def model_qat_scheme(model: Any) -> str | None:
     layer = _first_quantized_layer(config)
     if layer is None:
         return None
-    key = (int(layer.get("weight_qmax", 127)), bool(layer.get("symmetric", False)))
-    for name, scheme in QAT_SCHEMES.items():
-        if (scheme.weight_qmax, scheme.symmetric_activations) == key:
-            return name
-    raise UsageError(f"{model}: its quantization-aware layers simulate weight_qmax={key[0]}, "
-                     f"symmetric={key[1]}: no scheme of {', '.join(QAT_SCHEMES)}")
+    try:
+        return scheme_named_by(layer.get("weight_qmax", 127), layer.get("symmetric", False),
+                               f"{model}: its quantization-aware layers")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _first_quantized_layer(config: Any) -> dict[str, Any] | None:

@@ -28,3 +28,14 @@ QAT_SCHEMES: dict[str, QatScheme] = {
                           "weights: TensorRT's explicit quantization"),
 }
 DEFAULT_QAT_SCHEME = "u8s8-7bit"
+
+
+def scheme_named_by(weight_qmax: int, symmetric: bool, where: str) -> str:
+    """The :data:`QAT_SCHEMES` key of layers simulating ``weight_qmax`` and ``symmetric``
+    activations; ValueError naming ``where`` when no scheme matches."""
+    for name, scheme in QAT_SCHEMES.items():
+        if (scheme.weight_qmax, scheme.symmetric_activations) == (int(weight_qmax),
+                                                                   bool(symmetric)):
+            return name
+    raise ValueError(f"{where} simulates weight_qmax={weight_qmax}, symmetric={symmetric}: "
+                     f"no scheme of {', '.join(QAT_SCHEMES)}")

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_resnet.quantization.layers import (
-    QAT_SCHEMES,
-    ActivationQuantizer,
-    QuantConv2D,
-    QuantDense,
-)
+from keras_resnet.qat_schemes import scheme_named_by
+from keras_resnet.quantization.layers import ActivationQuantizer, QuantConv2D, QuantDense
 
 
 def quantizers(model: keras.Model) -> list[ActivationQuantizer]:
@@ -39,9 +35,4 @@ def qat_scheme_of(model: keras.Model) -> str | None:
     if not weighted:
         return None
     layer = weighted[0]
-    for name, scheme in QAT_SCHEMES.items():
-        if (scheme.weight_qmax, scheme.symmetric_activations) == (
-                layer.weight_qmax, bool(layer.symmetric)):
-            return name
-    raise ValueError(f"layer {layer.name!r} simulates weight_qmax={layer.weight_qmax}, "
-                     f"symmetric={layer.symmetric}: no scheme of {', '.join(QAT_SCHEMES)}")
+    return scheme_named_by(layer.weight_qmax, layer.symmetric, f"layer {layer.name!r}")
